@@ -1,0 +1,5 @@
+"""Entry point for ``python -m digest``."""
+
+from digest.cli import main
+
+main()

@@ -1,0 +1,294 @@
+"""Frozen settings: code defaults, then digest.toml, then DIGEST_* variables, then flags."""
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from digest.errors import ConfigError
+
+ENV_PREFIX = "DIGEST_"
+DEFAULT_CONFIG_FILE = "digest.toml"
+
+#: Settings whose values are never printed in full.
+SECRET_FIELDS = frozenset(
+    {"secret_key", "smtp_password", "webhook_secrets", "dkim_private_key"}
+)
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob digest has. A field ``foo_bar`` is ``DIGEST_FOO_BAR`` in the environment
+    and ``foo_bar = ...`` (or ``bar = ...`` under a ``[foo]`` table) in digest.toml."""
+
+    # Storage
+    database_url: str = "sqlite:///subscribers.db"
+
+    # The publication
+    newsletter_name: str = "The Weekly Digest"
+    from_email: str = "digest@example.com"
+    from_name: str = "The Weekly Digest"
+    reply_to: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    postal_address: str = ""
+    language: str = "en"
+    timezone: str = "UTC"
+    list_id: str = ""
+    list_unsubscribe_mailto: str = ""
+
+    # Selection
+    sections: tuple[str, ...] = ()
+    section_cap: int = 4
+    total_cap: int = 24
+
+    # Rendering
+    templates_dir: str = ""
+    subject_template: str = "{newsletter}: {headline} and {more} more"
+    utm_source: str = ""
+    utm_medium: str = "email"
+    utm_campaign: str = ""
+    html_size_budget: int = 100_000
+
+    # Links and security
+    secret_key: tuple[str, ...] = ()
+    confirm_max_age: int = 7 * 24 * 3600
+    webhook_secrets: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    subscribe_ip_limit: int = 20
+    subscribe_email_limit: int = 5
+    subscribe_min_seconds: float = 2.0
+
+    # Mail backend
+    backend: str = "file"
+    file_dir: str = "outbox"
+    smtp_host: str = "localhost"
+    smtp_port: int = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_security: str = "starttls"
+    smtp_connections: int = 2
+    smtp_timeout: float = 30.0
+    dkim_domain: str = ""
+    dkim_selector: str = ""
+    dkim_private_key: str = ""
+    dkim_algorithm: str = "rsa-sha256"
+
+    # Sending
+    send_inflight: int = 32
+    send_batch: int = 200
+    send_max_attempts: int = 5
+    send_retry_base: float = 600.0
+    send_lease_seconds: float = 120.0
+    send_rate: float = 0.0
+
+    # Schedule
+    schedule_weekday: str = "friday"
+    schedule_time: str = "09:00"
+    schedule_timezone: str = ""
+    schedule_grace_hours: float = 24.0
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The publication's time zone."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def effective_list_id(self) -> str:
+        """The List-Id value: configured, or derived from the From domain."""
+        if self.list_id:
+            return self.list_id
+        domain = self.from_email.rpartition("@")[2] or "localhost"
+        return f"weekly.{domain}"
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed and validated again."""
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work."""
+        try:
+            ZoneInfo(self.timezone)
+            if self.schedule_timezone:
+                ZoneInfo(self.schedule_timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(
+                f"unknown time zone {exc.args[0] if exc.args else ''!r}: use an IANA name "
+                "such as Europe/London or America/New_York"
+            ) from None
+        if self.schedule_weekday.lower() not in WEEKDAYS:
+            raise ConfigError(
+                f"schedule_weekday {self.schedule_weekday!r} is not a weekday name; "
+                "use one of " + ", ".join(WEEKDAYS)
+            )
+        if self.smtp_security not in ("none", "starttls", "ssl"):
+            raise ConfigError(
+                f"smtp_security {self.smtp_security!r} must be one of none, starttls, ssl"
+            )
+        for name in ("section_cap", "total_cap", "send_inflight", "send_batch",
+                     "smtp_connections", "send_max_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        scheme = urlsplit(self.base_url).scheme
+        if scheme not in ("http", "https"):
+            raise ConfigError(
+                f"base_url {self.base_url!r} must start with https:// (or http:// for testing)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedSettings:
+    """Settings plus where each value came from, for ``digest config``."""
+
+    settings: Settings
+    sources: Mapping[str, str]
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _coerce(name: str, value: Any, kind: Any, origin: str) -> Any:
+    """Turn a TOML value or an environment string into the field's type."""
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+        if typing.get_origin(kind) is tuple:
+            if isinstance(value, str):
+                # Environment lists are comma separated: DIGEST_SECRET_KEY=new,old
+                return tuple(part.strip() for part in value.split(",") if part.strip())
+            if isinstance(value, list | tuple):
+                return tuple(str(v) for v in value)
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} from {origin} has an invalid value {value!r}: "
+            f"expected {getattr(kind, '__name__', str(kind))}"
+        ) from None
+    raise ConfigError(f"{name}: unsupported setting type {kind!r}")  # pragma: no cover
+
+
+def _flatten_toml(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """``[smtp] host = "x"`` becomes ``smtp_host``; top-level keys stay as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            for sub, subval in value.items():
+                flat[f"{key}_{sub}".replace("-", "_")] = subval
+        else:
+            flat[key.replace("-", "_")] = value
+    known = set(_field_types())
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; "
+            "run `digest config` to see the valid names"
+        )
+    return flat
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """Build the effective settings from every layer, recording each value's source."""
+    env = os.environ if env is None else env
+    types = _field_types()
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {name: "default" for name in types}
+
+    path: Path | None
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+    else:
+        explicit = env.get(ENV_PREFIX + "CONFIG")
+        path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+        if not path.is_file():
+            path = None
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        for name, raw in _flatten_toml(data, path).items():
+            values[name] = _coerce(name, raw, types[name], str(path))
+            sources[name] = str(path)
+
+    for name, kind in types.items():
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = _coerce(name, env[key], kind, key)
+            sources[name] = f"env {key}"
+
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in types:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, raw, types[name], "command line")
+        sources[name] = "command line"
+
+    settings = Settings(**values)
+    settings.validate()
+    return LoadedSettings(settings=settings, sources=sources)
+
+
+def mask(name: str, value: Any) -> str:
+    """Show a setting for humans, hiding secrets and database passwords."""
+    if name in SECRET_FIELDS:
+        if not value:
+            return "(not set)"
+        if isinstance(value, tuple):
+            return f"[{len(value)} key(s), hidden]"
+        return "(hidden)"
+    if name == "database_url":
+        return mask_url(str(value))
+    if isinstance(value, tuple):
+        return ", ".join(value) if value else "(none)"
+    return str(value)
+
+
+def mask_url(url: str) -> str:
+    """Replace the password in a database URL with ***."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def describe(loaded: LoadedSettings) -> list[tuple[str, str, str]]:
+    """Rows of (name, shown value, source) for every setting."""
+    rows = []
+    for field in dataclasses.fields(Settings):
+        value = getattr(loaded.settings, field.name)
+        rows.append((field.name, mask(field.name, value), loaded.sources[field.name]))
+    return rows

@@ -1,0 +1,1 @@
+"""Mail transports: one file per backend, all behind digest.mail.base.BaseBackend."""
