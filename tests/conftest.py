@@ -6,6 +6,7 @@ Each area adds its fixtures in its own marked block below.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,16 @@ from digest.config import Settings
 from digest.db import Database
 
 POSTGRES_URL = os.environ.get("DIGEST_TEST_POSTGRES_URL", "")
+# .ci/run sets this so that a missing PostgreSQL or browser fails the run instead of skipping.
+REQUIRE_SERVICES = os.environ.get("DIGEST_REQUIRE_SERVICES") == "1"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test that needs a missing service, or fail it when CI requires the service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (DIGEST_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
 
 # --- core fixtures ---
 
@@ -36,9 +47,24 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'subscribers.db'}"
     if not POSTGRES_URL:
-        pytest.skip("set DIGEST_TEST_POSTGRES_URL to run the PostgreSQL variant")
+        skip_or_fail("set DIGEST_TEST_POSTGRES_URL to run the PostgreSQL variant")
     reset_postgres(POSTGRES_URL)
     return POSTGRES_URL
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    """Debian's chromium, for browser tests (Playwright's own download cannot work here)."""
+    if not os.path.exists(CHROMIUM):
+        skip_or_fail("Debian chromium is not installed: apt-get install chromium")
+    return CHROMIUM
+
+
+#: Flags for headless chromium on a machine with no network but loopback.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
 
 
 @pytest.fixture
