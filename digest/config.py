@@ -64,6 +64,8 @@ class Settings:
     subscribe_ip_limit: int = 20
     subscribe_email_limit: int = 5
     subscribe_min_seconds: float = 2.0
+    # digest serve behind N reverse proxies: trust that many X-Forwarded-For/-Proto hops.
+    trusted_proxies: int = 0
 
     # Mail backend
     backend: str = "file"
@@ -137,6 +139,8 @@ class Settings:
                      "smtp_connections", "send_max_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if self.trusted_proxies < 0:
+            raise ConfigError("trusted_proxies must be 0 or more (the number of proxies in front)")
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(

@@ -6,9 +6,12 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from digest.errors import SendError
+
+if TYPE_CHECKING:
+    from digest.config import Settings
 
 
 class Outcome(enum.Enum):
@@ -17,6 +20,23 @@ class Outcome(enum.Enum):
     SENT = "sent"
     TEMPORARY = "temporary"  # 4xx, dropped connection, timeout: retry later
     PERMANENT = "permanent"  # 5xx: do not retry
+
+    @classmethod
+    def from_smtp_code(cls, code: int, *, at_rcpt: bool = False) -> Outcome:
+        """Classify an SMTP reply: 2xx SENT, 5xx PERMANENT (but see below), else TEMPORARY."""
+        if 200 <= code < 300:
+            return cls.SENT
+        # RFC 4954 §6: 530 "authentication required" is our configuration, not the
+        # recipient; a permanent failure would wrongly give up on every subscriber.
+        if code == 530:
+            return cls.TEMPORARY
+        # RFC 5321 §4.5.3.1.10: 552 at RCPT is really "too many recipients" (452) and
+        # clients SHOULD treat it as temporary.
+        if code == 552 and at_rcpt:
+            return cls.TEMPORARY
+        if 500 <= code < 600:
+            return cls.PERMANENT
+        return cls.TEMPORARY
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +58,13 @@ class SendResult:
     outcome: Outcome
     code: int | None = None  # SMTP reply code, if there was one
     text: str = ""  # SMTP reply text or error description
+
+    @classmethod
+    def for_message(
+        cls, message: OutgoingMessage, outcome: Outcome, code: int | None = None, text: str = ""
+    ) -> SendResult:
+        """The result for ``message`` with the given outcome."""
+        return cls(message.message_id, message.recipient, outcome, code, text)
 
 
 class BackendConfigError(SendError):
@@ -61,6 +88,11 @@ class BaseBackend:
     def __init__(self, **options: Any) -> None:
         self.options = options
 
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
+        """Build the backend from settings; ``overrides`` are constructor keyword arguments."""
+        return cls(**overrides)
+
     def open(self) -> None:
         """Open connections. Raise BackendConfigError if the backend cannot work at all."""
 
@@ -71,7 +103,7 @@ class BaseBackend:
         """Hand over messages; return one result per message, in order."""
         raise NotImplementedError
 
-    def __enter__(self) -> BaseBackend:
+    def __enter__(self) -> Self:
         self.open()
         return self
 

@@ -1,0 +1,200 @@
+"""The pre-send check: what would go wrong in inboxes if this compiled issue went out now."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
+
+from digest.config import Settings
+from digest.issues import IssueContent
+from digest.render import (
+    GMAIL_CLIP_BYTES,
+    GMAIL_HEAD_CSS_BYTES,
+    CompiledIssue,
+    clean_text,
+    head_css_bytes,
+    sample_recipient,
+)
+
+#: Attribute values that run code when a client follows or loads them.
+_CODE_SCHEMES = ("javascript:", "vbscript:", "data:text/html")
+#: Attributes that hold a URL.
+_URL_ATTRS = frozenset({"href", "src", "action", "formaction", "background", "poster"})
+
+
+@dataclass
+class CheckReport:
+    """Sentences for humans: errors block sending, warnings are worth a look, notes inform."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing blocks sending."""
+        return not self.errors
+
+    def lines(self) -> list[str]:
+        """Every finding as one line, errors first, for a CLI to print."""
+        return (
+            [f"error: {m}" for m in self.errors]
+            + [f"warning: {m}" for m in self.warnings]
+            + [f"note: {m}" for m in self.notes]
+        )
+
+
+class _Scan(HTMLParser):
+    """Collects images, links and anything that could run code from compiled HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images: list[dict[str, str]] = []
+        self.links: list[tuple[str, str]] = []  # (tag, url)
+        self.dangers: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag in ("script", "iframe", "object", "embed", "form"):
+            self.dangers.append(f"a <{tag}> element")
+        for name, value in values.items():
+            if name.startswith("on"):
+                self.dangers.append(f"an event handler attribute {name}= on <{tag}>")
+            squeezed = "".join(value.split()).lower()
+            if squeezed.startswith(_CODE_SCHEMES):
+                self.dangers.append(f"a {squeezed.split(':', 1)[0]}: URL in {name}= on <{tag}>")
+        if tag == "img":
+            self.images.append(values)
+        for name in _URL_ATTRS & values.keys():
+            self.links.append((tag, values[name]))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.1f} KB"
+
+
+def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settings) -> CheckReport:
+    """Check a compiled issue variant before sending; errors mean it must not go out."""
+    report = CheckReport()
+    errors, warnings, notes = report.errors, report.warnings, report.notes
+
+    if content.is_empty:
+        errors.append("The issue has no articles; import articles or widen the window.")
+    elif compiled.is_empty:
+        errors.append(
+            "This section variant has no articles; its subscribers would get an empty email."
+        )
+    for section in content.sections:
+        if not section.articles:
+            warnings.append(f"Section “{section.name}” has no articles this issue.")
+
+    # Sizes are measured with the longest plausible recipient values filled in.
+    sample = sample_recipient(settings)
+    body = compiled.html.fill(sample)
+    text = compiled.text.fill(sample)
+    size = len(body.encode())
+    margin = GMAIL_CLIP_BYTES - size
+    if margin < 0:
+        errors.append(
+            f"The HTML is {size:,} bytes, {-margin:,} over Gmail's {GMAIL_CLIP_BYTES:,}-byte "
+            "clip limit; readers would see “[Message clipped]”. Lower the section caps."
+        )
+    else:
+        notes.append(
+            f"The HTML is {size:,} bytes ({_kib(size)}), {margin:,} bytes under Gmail's "
+            f"{GMAIL_CLIP_BYTES:,}-byte clip limit."
+        )
+        if size > settings.html_size_budget:
+            warnings.append(
+                f"The HTML is {size:,} bytes, "
+                f"over html_size_budget ({settings.html_size_budget:,})."
+            )
+    css = head_css_bytes(body)
+    if css > GMAIL_HEAD_CSS_BYTES:
+        errors.append(
+            f"The head CSS is {css:,} bytes; Gmail drops all of it past {GMAIL_HEAD_CSS_BYTES:,} "
+            "bytes. Trim the templates' <mj-style>."
+        )
+    else:
+        notes.append(f"The head CSS is {css:,} bytes (Gmail's limit is {GMAIL_HEAD_CSS_BYTES:,}).")
+    warnings.extend(compiled.report.describe())
+
+    scan = _Scan()
+    scan.feed(body)
+    scan.close()
+    for danger in dict.fromkeys(scan.dangers):
+        errors.append(f"The HTML contains {danger}; check templates_dir overrides.")
+
+    missing_alt = [img for img in scan.images if not img.get("alt", "").strip()]
+    if missing_alt:
+        warnings.append(f"{len(missing_alt)} image(s) have no alt text.")
+    stand_ins = [
+        a for s in content.sections for a in s.articles if a.image_url and not a.image_alt.strip()
+    ]
+    if stand_ins:
+        warnings.append(
+            f"{len(stand_ins)} article image(s) have no alt text of their own; "
+            "the headline stands in."
+        )
+
+    insecure: list[str] = []
+    for tag, url in scan.links:
+        url = url.strip()
+        scheme = urlsplit(url).scheme.lower() if url else ""
+        if url == "#":
+            warnings.append(f"A <{tag}> link was neutralised to “#” because its URL was unsafe.")
+        elif not scheme:
+            errors.append(
+                f"The relative link {url!r} on <{tag}> cannot work in an email; "
+                "use an absolute https:// URL (check base_url)."
+            )
+        elif scheme == "http":
+            insecure.append(url)
+    if insecure:
+        example = insecure[0] if len(insecure[0]) <= 80 else insecure[0][:77] + "..."
+        warnings.append(
+            f"{len(insecure)} link(s) or image(s) use http:// rather than https://, "
+            f"for example {example}."
+        )
+
+    shown = {a.id: a for s in content.sections for a in s.articles} | {
+        a.id: a for a in content.more
+    }
+    for article_id in compiled.report.unlinked:
+        article = shown.get(article_id)
+        title = clean_text(article.title) if article else f"#{article_id}"
+        warnings.append(f"Article “{title}” has no usable http(s) link and is shown without one.")
+
+    html_slots = {field for field, context in compiled.html.slots if context == "url"}
+    text_slots = {field for field, _ in compiled.text.slots}
+    if "unsubscribe_url" not in html_slots:
+        errors.append(
+            "The HTML part has no unsubscribe link; the templates must link slot.unsubscribe_url."
+        )
+    if "unsubscribe_url" not in text_slots:
+        errors.append(
+            "The text part has no unsubscribe link; the templates must show slot.unsubscribe_url."
+        )
+
+    address = [line.strip() for line in settings.postal_address.splitlines() if line.strip()]
+    if not address:
+        errors.append(
+            "postal_address is not set; anti-spam law (CAN-SPAM) requires the sender's postal "
+            "address in every issue."
+        )
+    else:
+        first = address[0]
+        if html.escape(first, quote=False) not in body and html.escape(first) not in body:
+            errors.append(
+                "The HTML part does not show postal_address; check templates_dir overrides."
+            )
+        if first not in text:
+            errors.append(
+                "The text part does not show postal_address; check templates_dir overrides."
+            )
+    return report

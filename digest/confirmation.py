@@ -1,0 +1,211 @@
+"""The double opt-in email: built with the stdlib EmailMessage, sent after the database commit.
+
+The reader's name is left out of this email on purpose. The sign-up form is public and the
+message goes to an address that has not consented yet, so any text from the form that we
+echoed would let anyone send their words to anyone from our domain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr, make_msgid
+from typing import Protocol
+
+import jinja2
+
+from digest.config import Settings
+from digest.errors import DigestError
+from digest.mail.base import BaseBackend, Outcome, OutgoingMessage
+from digest.models import utcnow
+from digest.render import default_templates_dir
+from digest.subscribers import normalise
+from digest.tokens import confirm_url
+
+log = logging.getLogger("digest.confirmation")
+
+TEXT_TEMPLATE = "confirm.txt.j2"
+HTML_TEMPLATE = "confirm.html.j2"
+
+BackendFactory = Callable[[Settings], AbstractContextManager[BaseBackend]]
+
+
+class Confirmable(Protocol):
+    """A subscriber as the confirmation email needs it."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def email(self) -> str: ...
+
+    @property
+    def email_key(self) -> str: ...
+
+
+def template_loader(settings: Settings) -> jinja2.BaseLoader:
+    """The publication's templates_dir first, then the shipped templates."""
+    roots = [settings.templates_dir] if settings.templates_dir else []
+    roots.append(str(default_templates_dir()))
+    return jinja2.FileSystemLoader(roots)
+
+
+def _environment(settings: Settings) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=template_loader(settings),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "html.j2"), disabled_extensions=("txt.j2",)
+        ),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def build_confirmation(
+    settings: Settings, subscriber: Confirmable, *, now: datetime | None = None
+) -> OutgoingMessage:
+    """The confirmation message for one pending subscriber, ready for a mail backend."""
+    now = now or utcnow()
+    env = _environment(settings)
+    values = {
+        "newsletter_name": settings.newsletter_name,
+        "confirm_url": confirm_url(settings, subscriber),
+        "valid_days": max(1, settings.confirm_max_age // 86400),
+        "base_url": settings.base_url.rstrip("/"),
+        "postal_address": settings.postal_address,
+        "language": settings.language,
+    }
+    text = env.get_template(TEXT_TEMPLATE).render(values)
+    html = env.get_template(HTML_TEMPLATE).render(values)
+
+    address = normalise(subscriber.email)
+    recipient = address.ascii or address.email
+    domain = settings.from_email.rpartition("@")[2] or "localhost"
+    message = EmailMessage()
+    message["From"] = formataddr((settings.from_name, settings.from_email))
+    message["To"] = recipient
+    message["Subject"] = f"Confirm your subscription to {settings.newsletter_name}"
+    message["Date"] = format_datetime(now)
+    message_id = make_msgid(domain=domain)
+    message["Message-ID"] = message_id
+    # RFC 3834 §5: an automatic message; out-of-office responders should not answer it.
+    message["Auto-Submitted"] = "auto-generated"
+    if settings.reply_to:
+        message["Reply-To"] = settings.reply_to
+    message.set_content(text)
+    message.add_alternative(html, subtype="html")
+    # An internationalised local part needs SMTPUTF8 (RFC 6531); everything else stays 7-bit.
+    mail_policy = policy.SMTP if address.ascii else policy.SMTPUTF8
+    return OutgoingMessage(
+        message_id=message_id.strip("<>"),
+        sender=settings.from_email,
+        recipient=recipient,
+        data=message.as_bytes(policy=mail_policy),
+    )
+
+
+def _default_factory(settings: Settings) -> AbstractContextManager[BaseBackend]:
+    from digest.mail import get_backend
+
+    return get_backend(settings)
+
+
+def _log(event: str, **fields: object) -> None:
+    log.info(json.dumps({"event": event, **fields}, default=str))
+
+
+def send(settings: Settings, message: OutgoingMessage, factory: BackendFactory | None = None) -> bool:
+    """Hand one confirmation to the configured backend; log and return False on failure."""
+    try:
+        with (factory or _default_factory)(settings) as backend:
+            result = backend.send_messages([message])[0]
+    except (DigestError, OSError) as exc:
+        _log("confirmation_failed", message_id=message.message_id, error=str(exc))
+        return False
+    if result.outcome is not Outcome.SENT:
+        _log("confirmation_failed", message_id=message.message_id, code=result.code,
+             error=result.text)
+        return False
+    _log("confirmation_sent", message_id=message.message_id)
+    return True
+
+
+class ConfirmationMailer:
+    """Sends confirmation emails on one background thread.
+
+    The sign-up response must not take longer for a new address (an email to send) than
+    for a known one (nothing to send), or its timing would reveal who is on the list. The
+    queue is bounded; when it is full the email is dropped and logged, and the address can
+    ask again after the 24-hour cap.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: BackendFactory | None = None,
+        *,
+        background: bool = True,
+        max_queue: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.background = background
+        self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, message: OutgoingMessage) -> None:
+        """Send message soon (or now, without a background thread)."""
+        if not self.background:
+            send(self.settings, message, self.factory)
+            return
+        self._start()
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            _log("confirmation_dropped", message_id=message.message_id, reason="queue full")
+
+    def join(self, timeout: float = 10.0) -> bool:
+        """Wait until every submitted email was handed over; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Send what is queued and stop the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="digest-confirmations", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            message = self._queue.get()
+            try:
+                if message is None:
+                    return
+                send(self.settings, message, self.factory)
+            except Exception as exc:  # keep the thread alive whatever a backend does
+                _log("confirmation_failed", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,597 @@
+"""Queries for the outbox: delivery rows, claims and leases, issue sender leases, the rate bucket.
+
+Every state change the send loop makes goes through here, one short transaction at a time:
+create the rows, claim a batch (``pending`` → ``inflight`` with a lease), record the results
+(``inflight`` → ``sent``/``pending``/``failed``). A row is committed ``inflight`` before its
+message is handed to a backend, so a crash can only ever repeat the rows that were in flight.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from digest.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    IssueStatus,
+    SendRate,
+    Subscriber,
+    SubscriberStatus,
+    UTCDateTime,
+)
+
+# Bound parameters per IN (...) list: below SQLite's old 999-variable limit.
+_IN_CHUNK = 900
+
+_deliveries = typing.cast(Table, Delivery.__table__)
+
+
+class ClaimedDelivery(NamedTuple):
+    """A claimed delivery with what personalisation needs, detached from any session."""
+
+    id: int
+    message_id: str
+    email: str
+    attempts: int  # including this one
+    subscriber_id: int | None
+    subscriber_status: str | None  # None when the subscriber was erased meanwhile
+    email_key: str
+    name: str
+    sections: list[str]
+
+
+class ResultRow(NamedTuple):
+    """The recorded outcome of one claimed delivery."""
+
+    id: int
+    status: str  # sent, pending (retry later) or failed
+    code: int | None
+    reply: str
+    next_attempt_at: datetime | None = None  # for pending
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Deliveries of one issue by status."""
+
+    pending: int = 0
+    inflight: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every delivery row."""
+        return self.pending + self.inflight + self.sent + self.failed + self.skipped
+
+    @property
+    def unfinished(self) -> int:
+        """Rows not yet final: pending or in flight."""
+        return self.pending + self.inflight
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE or INSERT matched (Result's static type does not show rowcount)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _random_hex(session: Session) -> ColumnElement[str]:
+    """32 random hex digits, evaluated per row by the database."""
+    if _dialect(session) == "postgresql":
+        return func.replace(cast(func.gen_random_uuid(), Text), "-", "")
+    return func.lower(func.hex(func.randomblob(16)))
+
+
+# ------------------------------------------------------------------------------ creation
+
+
+def create_deliveries(session: Session, issue_id: int, *, domain: str, now: datetime) -> int:
+    """One pending delivery per active subscriber, by INSERT … SELECT; returns the row count.
+
+    The list is never loaded into Python. Each row gets its Message-ID here, once: 32 random
+    hex digits from the database, so every retry of the row reuses it.
+    """
+    message_id = _random_hex(session) + literal("@" + domain, String)
+    rows = select(
+        literal(issue_id, Integer),
+        Subscriber.id,
+        Subscriber.email,
+        literal(DeliveryStatus.PENDING.value, String),
+        literal(0, Integer),
+        literal(now, UTCDateTime()),
+        message_id,
+        literal("", Text),
+    ).where(Subscriber.status == SubscriberStatus.ACTIVE)
+    stmt = _deliveries.insert().from_select(
+        ["issue_id", "subscriber_id", "email", "status", "attempts", "next_attempt_at",
+         "message_id", "last_reply"],
+        rows,
+    )
+    return _rowcount(session.execute(stmt))
+
+
+# ------------------------------------------------------------------------------ claims
+
+
+def _claimable(issue_id: int, now: datetime) -> ColumnElement[bool]:
+    """Pending rows that are due, and in-flight rows whose lease has run out."""
+    return and_(
+        Delivery.issue_id == issue_id,
+        or_(
+            and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
+            and_(Delivery.status == DeliveryStatus.INFLIGHT, Delivery.lease_expires_at <= now),
+        ),
+    )
+
+
+def claim_batch(
+    session: Session, issue_id: int, owner: str, *, limit: int, now: datetime,
+    lease_until: datetime,
+) -> list[ClaimedDelivery]:
+    """Claim up to limit claimable rows for owner: in flight, leased until lease_until.
+
+    On PostgreSQL ``FOR UPDATE SKIP LOCKED`` lets several senders claim side by side without
+    waiting for, or taking, each other's rows. On SQLite the write transaction (BEGIN
+    IMMEDIATE) already serialises claims. Attempts are counted at claim time, so a message
+    that kills its sender every time still runs out of attempts.
+    """
+    pick = (
+        select(Delivery.id)
+        .where(_claimable(issue_id, now))
+        .order_by(Delivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.scalars(pick))
+    if not ids:
+        return []
+    claimed = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids))
+        .values(
+            status=DeliveryStatus.INFLIGHT,
+            claimed_by=owner,
+            lease_expires_at=lease_until,
+            attempts=Delivery.attempts + 1,
+        )
+        .returning(
+            Delivery.id, Delivery.message_id, Delivery.email, Delivery.attempts,
+            Delivery.subscriber_id,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    people = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Subscriber.id, Subscriber.status, Subscriber.email_key, Subscriber.name,
+                Subscriber.sections,
+            ).where(Subscriber.id.in_([c.subscriber_id for c in claimed if c.subscriber_id]))
+        )
+    }
+    out = []
+    for row in sorted(claimed, key=lambda r: r.id):
+        person = people.get(row.subscriber_id) if row.subscriber_id is not None else None
+        out.append(
+            ClaimedDelivery(
+                id=row.id,
+                message_id=row.message_id,
+                email=row.email,
+                attempts=row.attempts,
+                subscriber_id=row.subscriber_id,
+                subscriber_status=person.status if person else None,
+                email_key=person.email_key if person else row.email.lower(),
+                name=person.name if person else "",
+                sections=list(person.sections or ()) if person else [],
+            )
+        )
+    return out
+
+
+def record_results(session: Session, owner: str, results: Sequence[ResultRow], *,
+                   now: datetime) -> None:
+    """Store the outcome of claimed rows, in two executemany statements.
+
+    ``sent`` is always recorded: the backend took the message, whoever holds the row now.
+    Anything else is recorded only while owner still holds the row, so a sender whose lease
+    ran out cannot turn a row that another sender has since sent back into ``pending``.
+    """
+    sent = [
+        {"b_id": r.id, "b_code": r.code, "b_reply": r.reply[:1000]}
+        for r in results if r.status == DeliveryStatus.SENT
+    ]
+    other = [
+        {"b_id": r.id, "b_status": r.status, "b_code": r.code, "b_reply": r.reply[:1000],
+         "b_next": r.next_attempt_at or now}
+        for r in results if r.status != DeliveryStatus.SENT
+    ]
+    table = _deliveries
+    if sent:
+        session.execute(
+            table.update()
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                status=DeliveryStatus.SENT.value,
+                sent_at=literal(now, UTCDateTime()),
+                last_code=bindparam("b_code", type_=Integer),
+                last_reply=bindparam("b_reply", type_=Text),
+                claimed_by=None,
+                lease_expires_at=None,
+            ),
+            sent,
+        )
+    if other:
+        session.execute(
+            table.update()
+            .where(
+                table.c.id == bindparam("b_id"),
+                table.c.claimed_by == owner,
+                table.c.status == DeliveryStatus.INFLIGHT.value,
+            )
+            .values(
+                status=bindparam("b_status", type_=String),
+                last_code=bindparam("b_code", type_=Integer),
+                last_reply=bindparam("b_reply", type_=Text),
+                next_attempt_at=bindparam("b_next", type_=UTCDateTime()),
+                claimed_by=None,
+                lease_expires_at=None,
+            ),
+            other,
+        )
+
+
+def skip_deliveries(session: Session, owner: str, ids: Sequence[int], reason: str) -> None:
+    """Mark claimed rows skipped (the subscriber left, or their sections are empty)."""
+    for start in range(0, len(ids), _IN_CHUNK):
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids[start:start + _IN_CHUNK]), Delivery.claimed_by == owner)
+            .values(status=DeliveryStatus.SKIPPED, last_reply=reason, claimed_by=None,
+                    lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def expire_claims(session: Session, ids: Sequence[int], owner: str, *, now: datetime) -> None:
+    """End owner's lease on rows now, so the next sender re-sends them without waiting."""
+    for start in range(0, len(ids), _IN_CHUNK):
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(ids[start:start + _IN_CHUNK]),
+                Delivery.claimed_by == owner,
+                Delivery.status == DeliveryStatus.INFLIGHT,
+            )
+            .values(lease_expires_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def claim_owners(session: Session, issue_id: int) -> list[tuple[str, datetime | None, int]]:
+    """(owner, latest lease end, rows) for every sender holding in-flight rows of the issue."""
+    rows = session.execute(
+        select(Delivery.claimed_by, func.max(Delivery.lease_expires_at), func.count())
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT)
+        .group_by(Delivery.claimed_by)
+    )
+    return [
+        (owner or "", _as_utc(until) if until is not None else None, int(count))
+        for owner, until, count in rows
+    ]
+
+
+def release_owner(session: Session, issue_id: int, owner: str, *, now: datetime) -> int:
+    """Expire every lease a (dead) sender holds on the issue's rows; returns rows released."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.status == DeliveryStatus.INFLIGHT,
+            Delivery.claimed_by == owner,
+        )
+        .values(lease_expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result)
+
+
+def next_due(session: Session, issue_id: int) -> datetime | None:
+    """When the next row becomes claimable: a pending retry, or an in-flight lease ending."""
+    pending = session.scalar(
+        select(func.min(Delivery.next_attempt_at)).where(
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING
+        )
+    )
+    leased = session.scalar(
+        select(func.min(Delivery.lease_expires_at)).where(
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT
+        )
+    )
+    moments = [_as_utc(m) for m in (pending, leased) if m is not None]
+    return min(moments) if moments else None
+
+
+def next_retry(session: Session, issue_id: int) -> tuple[int, datetime | None]:
+    """(pending rows, earliest next attempt) of the issue."""
+    count, earliest = session.execute(
+        select(func.count(), func.min(Delivery.next_attempt_at)).where(
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING
+        )
+    ).one()
+    return int(count), (_as_utc(earliest) if earliest is not None else None)
+
+
+def _as_utc(value: Any) -> datetime:
+    """Aggregates (min/max) lose the column type on SQLite and come back as text."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    result = UTCDateTime().process_result_value(value, None)  # type: ignore[arg-type]
+    assert result is not None
+    return result
+
+
+# ------------------------------------------------------------------------------ counts
+
+
+def counts(session: Session, issue_id: int) -> Counts:
+    """The issue's deliveries by status."""
+    return all_counts(session, [issue_id]).get(issue_id, Counts())
+
+
+def all_counts(session: Session, issue_ids: Sequence[int] | None = None) -> dict[int, Counts]:
+    """Deliveries by status for each issue (all issues when issue_ids is None)."""
+    query = select(Delivery.issue_id, Delivery.status, func.count()).group_by(
+        Delivery.issue_id, Delivery.status
+    )
+    if issue_ids is not None:
+        query = query.where(Delivery.issue_id.in_(issue_ids))
+    by_issue: dict[int, dict[str, int]] = {}
+    for issue_id, status, count in session.execute(query):
+        by_issue.setdefault(issue_id, {})[status] = int(count)
+    return {
+        issue_id: Counts(**{s: n for s, n in values.items() if s in Counts.__slots__})
+        for issue_id, values in by_issue.items()
+    }
+
+
+def last_errors(session: Session, issue_id: int, limit: int = 10) -> list[Delivery]:
+    """The most recent failed or retrying rows with an error reply."""
+    return list(
+        session.scalars(
+            select(Delivery)
+            .where(
+                Delivery.issue_id == issue_id,
+                Delivery.status.in_((DeliveryStatus.FAILED, DeliveryStatus.PENDING)),
+                Delivery.attempts > 0,
+            )
+            .order_by(Delivery.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def section_choices(session: Session) -> list[tuple[str, int]]:
+    """(sections as stored JSON text, active subscribers) per distinct section choice."""
+    text = cast(Subscriber.sections, Text)
+    return [
+        (str(value or "[]"), int(count))
+        for value, count in session.execute(
+            select(text, func.count())
+            .where(Subscriber.status == SubscriberStatus.ACTIVE)
+            .group_by(text)
+        )
+    ]
+
+
+# ------------------------------------------------------------------------------ subscribers
+
+
+def mark_bounced(session: Session, subscriber_ids: Sequence[int], *, now: datetime) -> int:
+    """Active subscribers whose address does not exist become ``bounced``."""
+    done = 0
+    for start in range(0, len(subscriber_ids), _IN_CHUNK):
+        result = session.execute(
+            update(Subscriber)
+            .where(
+                Subscriber.id.in_(subscriber_ids[start:start + _IN_CHUNK]),
+                Subscriber.status == SubscriberStatus.ACTIVE,
+            )
+            .values(status=SubscriberStatus.BOUNCED, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        done += _rowcount(result)
+    return done
+
+
+# ------------------------------------------------------------------------------ issues
+
+
+def issue_status(session: Session, issue_id: int) -> tuple[str, str | None, datetime | None]:
+    """(status, lease owner, lease end) of an issue, read fresh."""
+    row = session.execute(
+        select(Issue.status, Issue.lease_owner, Issue.lease_expires_at).where(Issue.id == issue_id)
+    ).one()
+    return row.status, row.lease_owner, row.lease_expires_at
+
+
+def take_issue_lease(
+    session: Session, issue_id: int, owner: str, *, now: datetime, until: datetime,
+    steal_from: str | None = None,
+) -> bool:
+    """Take or renew the issue's sender lease unless a live lease belongs to someone else.
+
+    ``steal_from`` names a holder known to be dead (same host, no such pid) whose lease may be
+    taken before it runs out.
+    """
+    free = or_(
+        Issue.lease_owner.is_(None),
+        Issue.lease_owner == owner,
+        Issue.lease_expires_at.is_(None),
+        Issue.lease_expires_at <= now,
+    )
+    if steal_from:
+        free = or_(free, Issue.lease_owner == steal_from)
+    result = session.execute(
+        update(Issue)
+        .where(Issue.id == issue_id, free)
+        .values(lease_owner=owner, lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(_rowcount(result))
+
+
+def release_issue_lease(session: Session, issue_id: int, owner: str) -> None:
+    """Give the issue's sender lease up, if owner still holds it."""
+    session.execute(
+        update(Issue)
+        .where(Issue.id == issue_id, Issue.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def set_issue_status(session: Session, issue_id: int, status: str,
+                     *, only_from: Sequence[str] | None = None) -> bool:
+    """Change an issue's status (optionally only from given statuses); True if it changed."""
+    stmt = update(Issue).where(Issue.id == issue_id)
+    if only_from is not None:
+        stmt = stmt.where(Issue.status.in_(only_from))
+    result = session.execute(
+        stmt.values(status=status).execution_options(synchronize_session=False)
+    )
+    return bool(_rowcount(result))
+
+
+def skip_unsent(session: Session, issue_id: int, reason: str) -> int:
+    """Mark every pending row of a cancelled issue skipped; returns the number of rows."""
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SKIPPED, last_reply=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result)
+
+
+def finish_issue(session: Session, issue_id: int, *, now: datetime) -> bool:
+    """Mark a sending issue sent once no row is pending or in flight; True if it was."""
+    unfinished = (
+        select(Delivery.id)
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)),
+        )
+        .exists()
+    )
+    result = session.execute(
+        update(Issue)
+        .where(Issue.id == issue_id, Issue.status == IssueStatus.SENDING, ~unfinished)
+        .values(status=IssueStatus.SENT, sent_at=now, lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(_rowcount(result))
+
+
+# ------------------------------------------------------------------------------ rate bucket
+
+
+def take_tokens(
+    session: Session, name: str, count: float, *, rate: float, burst: float, now: datetime
+) -> float:
+    """Reserve count tokens from the shared bucket; returns the seconds to wait before use.
+
+    The bucket refills at ``rate`` per second up to ``burst``. A reservation may take it below
+    zero: the caller then waits until the debt is paid, and the next caller (in any process)
+    waits behind it, so the total stays at ``rate`` however many senders share the row.
+    """
+    insert = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
+    session.execute(
+        insert(SendRate)
+        .values(name=name, tokens=0.0, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
+    row = session.execute(
+        select(SendRate.tokens, SendRate.updated_at)
+        .where(SendRate.name == name)
+        .with_for_update()
+    ).one()
+    elapsed = max(0.0, (now - row.updated_at).total_seconds())
+    tokens = min(burst, row.tokens + elapsed * rate) - count
+    session.execute(
+        update(SendRate)
+        .where(SendRate.name == name)
+        .values(tokens=tokens, updated_at=max(now, row.updated_at))
+        .execution_options(synchronize_session=False)
+    )
+    return max(0.0, -tokens / rate) if rate > 0 else 0.0
+
+
+def reset_bucket(session: Session, name: str, *, now: datetime) -> None:
+    """Empty the named bucket (tests and benchmarks start from a known state)."""
+    session.execute(
+        update(SendRate).where(SendRate.name == name).values(tokens=0.0, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def lease_for(seconds: float, now: datetime) -> datetime:
+    """The lease end for a lease of seconds from now."""
+    return now + timedelta(seconds=seconds)
+
+
+__all__ = [
+    "ClaimedDelivery",
+    "Counts",
+    "ResultRow",
+    "all_counts",
+    "claim_batch",
+    "claim_owners",
+    "counts",
+    "create_deliveries",
+    "expire_claims",
+    "finish_issue",
+    "issue_status",
+    "last_errors",
+    "lease_for",
+    "mark_bounced",
+    "next_due",
+    "next_retry",
+    "record_results",
+    "release_issue_lease",
+    "release_owner",
+    "reset_bucket",
+    "section_choices",
+    "set_issue_status",
+    "skip_deliveries",
+    "skip_unsent",
+    "take_issue_lease",
+    "take_tokens",
+]
