@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage
@@ -122,7 +123,9 @@ def _log(event: str, **fields: object) -> None:
     log.info(json.dumps({"event": event, **fields}, default=str))
 
 
-def send(settings: Settings, message: OutgoingMessage, factory: BackendFactory | None = None) -> bool:
+def send(
+    settings: Settings, message: OutgoingMessage, factory: BackendFactory | None = None
+) -> bool:
     """Hand one confirmation to the configured backend; log and return False on failure."""
     try:
         with (factory or _default_factory)(settings) as backend:
@@ -136,6 +139,14 @@ def send(settings: Settings, message: OutgoingMessage, factory: BackendFactory |
         return False
     _log("confirmation_sent", message_id=message.message_id)
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    id: int
+    email: str
+    email_key: str
+    now: datetime
 
 
 class ConfirmationMailer:
@@ -158,20 +169,33 @@ class ConfirmationMailer:
         self.settings = settings
         self.factory = factory
         self.background = background
-        self._queue: queue.Queue[OutgoingMessage | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, message: OutgoingMessage) -> None:
-        """Send message soon (or now, without a background thread)."""
+    def submit_for(self, subscriber: Confirmable, now: datetime | None = None) -> None:
+        """Build and send the confirmation for subscriber soon (or now, without a thread).
+
+        Only plain values are queued, and the message is built on the mailer's thread, so
+        the request that asked for it takes no longer than one that did not.
+        """
+        job = _Job(subscriber.id, subscriber.email, subscriber.email_key, now or utcnow())
         if not self.background:
-            send(self.settings, message, self.factory)
+            self._handle(job)
             return
         self._start()
         try:
-            self._queue.put_nowait(message)
+            self._queue.put_nowait(job)
         except queue.Full:
-            _log("confirmation_dropped", message_id=message.message_id, reason="queue full")
+            _log("confirmation_dropped", subscriber_id=job.id, reason="queue full")
+
+    def _handle(self, job: _Job) -> None:
+        try:
+            message = build_confirmation(self.settings, job, now=job.now)
+        except DigestError as exc:
+            _log("confirmation_failed", subscriber_id=job.id, error=str(exc))
+            return
+        send(self.settings, message, self.factory)
 
     def join(self, timeout: float = 10.0) -> bool:
         """Wait until every submitted email was handed over; False on timeout."""
@@ -204,7 +228,7 @@ class ConfirmationMailer:
             try:
                 if message is None:
                     return
-                send(self.settings, message, self.factory)
+                self._handle(message)
             except Exception as exc:  # keep the thread alive whatever a backend does
                 _log("confirmation_failed", error=f"{type(exc).__name__}: {exc}")
             finally:

@@ -72,8 +72,9 @@ _QP_TOKEN: tuple[bytes, ...] = tuple(
 _QP_NEEDS_RE = re.compile(rb"[^ -<>-~]")
 _QP_PLAIN_RE = re.compile(rb"[ -<>-~]*")
 
-# Values personalise.escape() returns as they are: no control characters or line breaks; for
-# HTML none of &<>"'; for URLs an absolute http(s) URL made only of URL characters.
+# Values personalise.escape() returns as they are, so build() can skip calling it: no control
+# characters or line breaks; for HTML none of &<>"'; for URLs an absolute http(s) URL made
+# only of URL characters. test_message checks escape() really leaves every match alone.
 _UNCHANGED: dict[str, re.Pattern[str]] = {
     "text": re.compile(r"[^\x00-\x08\x0a-\x1f\x7f\u2028\u2029]*"),
     "html": re.compile(r"[^\x00-\x08\x0a-\x1f\x7f\u2028\u2029&<>\"']*"),
@@ -407,17 +408,6 @@ def _qp_value(value: str) -> bytes:
     return b"".join(out)
 
 
-def _escaped(value: str, context: Context) -> str:
-    """``personalise.escape(value, context)``, skipping the work for values it leaves alone.
-
-    The shortcuts only recognise values escape() returns unchanged (test_message checks the two
-    agree on arbitrary text); anything else goes through escape() itself.
-    """
-    if _UNCHANGED[context].fullmatch(value):
-        return value
-    return escape(value, context)
-
-
 def _unsubscribe_uri(url: str) -> str:
     """The recipient's one-click unsubscribe URL, checked for use inside a header."""
     if len(url) > _MAX_URI or not url.isascii() or not _HTTP_URI_RE.fullmatch(url):
@@ -660,6 +650,9 @@ class MessageTemplate:
         self._header_holes = tuple(
             positions[key] for key in ("to", "date", "message-id", "list-unsubscribe")
         )
+        self._slot_plan = [
+            (field, context, _UNCHANGED[context].fullmatch) for field, context in self._slot_keys
+        ]
         self._slot_holes = [
             (index, self._slot_keys.index(key)) for index, key in holes if not isinstance(key, str)
         ]
@@ -719,10 +712,16 @@ class MessageTemplate:
             + _unsubscribe_uri(recipient.unsubscribe_url).encode("ascii")
             + self._unsubscribe_tail
         )
-        values = [
-            _qp_value(_escaped(getattr(recipient, field), context))
-            for field, context in self._slot_keys
-        ]
+        # A URL usually escapes the same for HTML and text: encode each distinct value once.
+        encoded: dict[str, bytes] = {}
+        values = []
+        for field, context, unchanged in self._slot_plan:
+            raw = getattr(recipient, field)
+            value = raw if unchanged(raw) else escape(raw, context)
+            qp = encoded.get(value)
+            if qp is None:
+                qp = encoded[value] = _qp_value(value)
+            values.append(qp)
         for index, key in self._slot_holes:
             out[index] = values[key]
         data = b"".join(out)

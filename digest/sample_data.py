@@ -24,7 +24,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "after a quiet month without incidents. Shipowners say the premiums decide which "
         "routes pay, and which ports wait.",
         "Marta Kovalenko", "A bulk carrier loading grain under floodlights at night",
-        "Photo: Harbourline Images / Oleksa Demchuk",
+        "Harbourline Images / Oleksa Demchuk",
     ),
     (
         "Europe", "alpine-power-swap",
@@ -34,7 +34,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "operators have signed a seasonal exchange that regulators call a template and "
         "critics call a way around the market.",
         "Jonas Reichl", "High-voltage pylons crossing a snowy mountain pass",
-        "Photo: Alpenblick Agency / Vera Stanzl",
+        "Alpenblick Agency / Vera Stanzl",
     ),
     (
         "Europe", "baltic-rail-gauge",
@@ -44,7 +44,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "connects it to the old network is two years late. Freight firms are planning "
         "around the gap.",
         "Liis Tammepuu", "Two rail lines of different widths running side by side",
-        "Photo: Nordlys Press / Kaarel Vask",
+        "Nordlys Press / Kaarel Vask",
     ),
     (
         "Europe", "coalition-budget-hours",
@@ -53,7 +53,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "The draft keeps defence spending flat and raises pensions, but the line on energy "
         "subsidies was read three ways before the press conference ended.",
         "Pieter Vandaele", "Empty chairs around a long table in a parliament committee room",
-        "Photo: Lowlands Wire / Anouk Mertens",
+        "Lowlands Wire / Anouk Mertens",
     ),
     (
         "Latin America", "lithium-water-ledger",
@@ -62,7 +62,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "As lithium brine operations expand, a network of local monitors records water "
         "levels each week and publishes them. Companies now cite the same spreadsheet.",
         "Camila Irureta", "A woman measuring a well beside a white salt flat",
-        "Photo: Altiplano Foto / Mateo Quispe",
+        "Altiplano Foto / Mateo Quispe",
     ),
     (
         "Latin America", "river-port-dredging",
@@ -71,7 +71,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "A contract to deepen the main river approach has changed hands four times in ten "
         "years. Exporters now pay for a private survey boat to find the draft each week.",
         "Hernán Sotelo", "A dredger working in brown river water near grain silos",
-        "Photo: Litoral Imagen / Sofía Ramella",
+        "Litoral Imagen / Sofía Ramella",
     ),
     (
         "Latin America", "central-bank-cash",
@@ -80,7 +80,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "Officials expected cash to fade with instant transfers. Instead, rural branches "
         "report record withdrawals, and economists are arguing about why.",
         "Lucía Ferraz", "Stacks of banknotes on a counting machine",
-        "Photo: Cono Sur Agency / Paulo Medeiros",
+        "Cono Sur Agency / Paulo Medeiros",
     ),
     (
         "Asia-Pacific", "atoll-desalination",
@@ -89,7 +89,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "The island council approved a small desalination plant powered by panels on the "
         "lagoon. Engineers warn that spare parts, not sunshine, will decide whether it runs.",
         "Teuila Faleolo", "Solar panels floating on a calm turquoise lagoon",
-        "Photo: Reef Line Media / Iosefa Tuilagi",
+        "Reef Line Media / Iosefa Tuilagi",
     ),
     (
         "Asia-Pacific", "strait-ferry-talks",
@@ -98,7 +98,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "Negotiators from both coasts met to restore a passenger ferry suspended for three "
         "years. Fishing associations asked for, and got, a seat at the talks.",
         "Wen Hsiao-ling", "A passenger ferry moored at an empty terminal in the rain",
-        "Photo: Harbour Eye / Lin Po-han",
+        "Harbour Eye / Lin Po-han",
     ),
     (
         "Asia-Pacific", "monsoon-chip-lines",
@@ -107,7 +107,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "Managers at a semiconductor plant rebuilt their schedule around a weather model "
         "after a dry spell cut water supply. Nearby farms say they were not consulted.",
         "Priya Raghunathan", "Clean-room workers in white suits beside a window with rain",
-        "Photo: Deccan Lens / Arvind Kulkarni",
+        "Deccan Lens / Arvind Kulkarni",
     ),
     (
         "Middle East", "gulf-desert-farms",
@@ -116,7 +116,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "A new wave of climate-controlled farms grows leafy greens year-round. Growers "
         "say the crop is reliable, and the subsidy that keeps it affordable less so.",
         "Yasmin Al-Harbi", "Rows of lettuce under purple grow lights inside a greenhouse",
-        "Photo: Dune Light Agency / Faisal Qahtani",
+        "Dune Light Agency / Faisal Qahtani",
     ),
     (
         "Middle East", "border-crossing-trucks",
@@ -125,7 +125,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "The crossing reopened after a long closure, but inspections run on one scanner. "
         "Logistics firms publish their own wait times, and they rarely match the official ones.",
         "Omar Haddad", "A queue of lorries stretching along a desert road at dusk",
-        "Photo: Levant Frame / Rami Khoury",
+        "Levant Frame / Rami Khoury",
     ),
     (
         "Middle East", "reconstruction-tenders",
@@ -134,7 +134,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "A fund for rebuilding homes and clinics has published its first tenders. Small "
         "builders say the paperwork favours firms that already have lawyers.",
         "Nour Saleh", "Builders stacking concrete blocks beside a damaged house",
-        "Photo: Cedar Press / Hala Mansour",
+        "Cedar Press / Hala Mansour",
     ),
     (
         "Military Industrial Complex", "munitions-second-shift",
@@ -143,7 +143,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "A state-owned plant added a night shift to meet new orders, but vacancies for "
         "machinists and inspectors remain open. Training takes longer than contracts allow.",
         "Graham Oyelaran", "An empty assembly line lit by overhead lamps at night",
-        "Photo: Steelworks Media / Dana Pruitt",
+        "Steelworks Media / Dana Pruitt",
     ),
     (
         "Military Industrial Complex", "procurement-cost-overruns",
@@ -152,7 +152,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "An annual review lists programmes on time and on budget in its opening pages. The "
         "appendix tells a different story, one revised baseline at a time.",
         "Helen Marchetti", "A thick printed report with coloured tabs on a desk",
-        "Photo: Capitol Frame / Ruben Alcott",
+        "Capitol Frame / Ruben Alcott",
     ),
     (
         "Military Industrial Complex", "drone-startups-export",
@@ -161,7 +161,7 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
         "Young defence firms that grew on domestic orders are applying to sell abroad for "
         "the first time. Founders describe a process built for companies fifty years older.",
         "Ken Abernathy", "A small fixed-wing drone on a workbench in a hangar",
-        "Photo: Frontier Tech Images / Ana Lindqvist",
+        "Frontier Tech Images / Ana Lindqvist",
     ),
 )
 

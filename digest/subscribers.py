@@ -1,4 +1,4 @@
-"""Subscribers: address normalisation, add/import/export, confirm/unsubscribe, erase and suppression.
+"""Subscribers: address normalisation, add/import/export, confirm/unsubscribe, erasure.
 
 Nothing here knows about click or Flask; the CLI and the web app call these functions inside
 a database session they own.
@@ -328,7 +328,9 @@ def parse_csv(
     try:
         text = stream.read()
     except UnicodeDecodeError:
-        raise InputError(f"{source_name} is not a UTF-8 text file; save it as CSV (UTF-8)") from None
+        raise InputError(
+            f"{source_name} is not a UTF-8 text file; save it as CSV (UTF-8)"
+        ) from None
     if "\x00" in text:
         raise InputError(f"{source_name} is not a CSV file (it contains NUL bytes)")
     first_line = text.split("\n", 1)[0]

@@ -41,7 +41,9 @@ SALTS: dict[str, str] = {
 FORM_SALT = "form-time"
 
 #: Link paths per purpose, relative to base_url.
-PATHS: dict[str, str] = {"confirm": "/confirm/", "unsubscribe": "/u/", "preferences": "/preferences/"}
+PATHS: dict[str, str] = {
+    "confirm": "/confirm/", "unsubscribe": "/u/", "preferences": "/preferences/",
+}
 
 #: A form token older than this is refused (the page was left open for a day).
 FORM_MAX_AGE = 24 * 3600
@@ -93,8 +95,15 @@ def _keys(secret_key: tuple[str, ...]) -> list[str]:
     return list(reversed(secret_key))
 
 
+def require_secret_key(settings: Settings) -> None:
+    """Raise ConfigError now if no signing key is set, rather than on the first link."""
+    _keys(settings.secret_key)
+
+
 @lru_cache(maxsize=32)
-def _serializer(secret_key: tuple[str, ...], purpose: str) -> URLSafeSerializer:
+def _serializer(
+    secret_key: tuple[str, ...], purpose: str
+) -> URLSafeSerializer | URLSafeTimedSerializer:
     # Confirm links expire, so they carry a timestamp; unsubscribe and preferences links must
     # keep working for as long as old issues sit in inboxes (M3AAWG unsubscribe BCP), so they
     # are untimed: shorter, and the same for every issue sent to one person.

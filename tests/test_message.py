@@ -452,13 +452,10 @@ URL_CHARS = st.text(alphabet=st.sampled_from(list(
        prefix=st.sampled_from(["", "http://", "https://", "HTTPS://", "https://host",
                                "https://host/", "https://host:80/p?", "mailto:"]))
 def test_escape_shortcut_agrees_with_personalise(value: str, prefix: str) -> None:
+    value = prefix + value
     for context in ("text", "html", "url"):
-        try:
-            expected = escape(prefix + value, context)  # type: ignore[arg-type]
-        except ValueError:  # urlsplit refuses some hosts; the shortcut must not accept them
-            assert not message_module._UNCHANGED[context].fullmatch(prefix + value)
-            continue
-        assert message_module._escaped(prefix + value, context) == expected  # type: ignore
+        if message_module._UNCHANGED[context].fullmatch(value):
+            assert escape(value, context) == value  # type: ignore[arg-type]
 
 
 # --- configuration

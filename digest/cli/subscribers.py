@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -31,7 +32,8 @@ def subscribers_group() -> None:
 @click.option("--name", default=None, help="The subscriber's name.")
 @click.option("--section", "sections", multiple=True, metavar="S",
               help="A section to receive (repeatable; none means every section).")
-@click.option("--pending", is_flag=True, help="Add as pending (not yet confirmed) instead of active.")
+@click.option("--pending", is_flag=True,
+              help="Add as pending (not yet confirmed) instead of active.")
 @click.option("--force", is_flag=True,
               help="Re-add an unsubscribed or suppressed address: they gave consent again.")
 @pass_app
@@ -128,7 +130,7 @@ def export_cmd(app: AppContext, status: str | None) -> None:
       digest subscribers export > subscribers.csv
     """
     with app.db.read() as session:
-        subscribers.export_csv(session, click.get_text_stream("stdout"), status)
+        subscribers.export_csv(session, sys.stdout, status)
 
 
 @subscribers_group.command("export-data")

@@ -70,7 +70,9 @@ def page(
     return list(session.scalars(query.order_by(Subscriber.id).limit(limit)))
 
 
-def iter_all(session: Session, status: str | None = None, batch: int = 1000) -> Iterator[Subscriber]:
+def iter_all(
+    session: Session, status: str | None = None, batch: int = 1000
+) -> Iterator[Subscriber]:
     """Every subscriber (optionally of one status) in id order, batch by batch."""
     after = 0
     while True:
@@ -191,7 +193,8 @@ def upsert_many(
         sql = _upsert_sql(
             columns, set_status,
             "SELECT e, k, n, CAST(s AS json), st, :source, :now, :now, "
-            f"CASE WHEN st IN {_LEFT_SQL} THEN CAST(:now AS timestamptz) END "
+            "CASE WHEN st IN ('unsubscribed', 'bounced', 'complained') "
+            "THEN CAST(:now AS timestamptz) END "
             "FROM unnest(CAST(:emails AS text[]), CAST(:keys AS text[]), "
             "CAST(:names AS text[]), CAST(:sections AS text[]), CAST(:statuses AS text[])) "
             "AS t(e, k, n, s, st)",
