@@ -615,10 +615,10 @@ class MessageTemplate:
             "list-unsubscribe",
             # RFC 8058 §3.1: one-click unsubscribe by POST to the List-Unsubscribe https URI.
             b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-            # Precedence is not standard (RFC 2076 §3.9), but Google's bulk-sender guidance
-            # asks for it and vacation responders still honour it (RFC 3834 §3.1.8). We do
-            # not send Auto-Submitted: RFC 3834 §5 means it for machine-generated mail, which
-            # an edited newsletter is not, and List-Id already stops autoresponders (§2).
+            # Precedence is non-standard (RFC 2076), but Google's older bulk-sender guidelines
+            # asked for it and vacation responders still skip "bulk" mail (RFC 3834 §2). No
+            # Auto-Submitted: RFC 3834 §5 means it for machine-generated notices, not an
+            # edited newsletter its readers may answer.
             b"Precedence: bulk\r\n"
             b"MIME-Version: 1.0\r\n"
             b"Content-Type: multipart/alternative;\r\n boundary=\"" + boundary + b"\"\r\n"

@@ -508,7 +508,7 @@ class Renderer:
                 number=content.number,
                 date=format_date(content, self.settings),
             )
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise ConfigError(
                 f"subject_template {self.settings.subject_template!r} is invalid ({exc}); "
                 "use only {newsletter}, {headline}, {more}, {number} and {date}"
@@ -650,7 +650,7 @@ class Renderer:
             "number": content.number,
             "label": content.label,
             "date": format_date(content, settings),
-            "lang": settings.language if _LANG.fullmatch(settings.language) else "en",
+            "lang": _lang(settings.language),
             "preheader": preheader,
             "subject": subject,
             "sections": sections,
@@ -720,6 +720,12 @@ def _saving_per_step(history: list[tuple[int, int]], plan: _Plan, phase: str) ->
         # The whole body divided among the section articles: more than any one saves.
         return size / max(plan.section_count(), 1)
     return size / max(len(plan.shown()), 1)
+
+
+def _lang(language: str) -> str:
+    """A BCP 47 tag for the lang attribute ("en_GB" becomes "en-GB"); "en" if unusable."""
+    tag = language.strip().replace("_", "-")
+    return tag if _LANG.fullmatch(tag) else "en"
 
 
 def _preheader(shown: list[ArticleView], limit: int = 140) -> str:

@@ -790,3 +790,21 @@ def _routes(app: Flask) -> None:
     add("/webhooks/subscribe", "webhook_subscribe", webhook_subscribe, methods=["POST"])
     add("/webhooks/events", "webhook_events", webhook_events, methods=["POST"])
 
+
+
+def render_form_snippet(settings: Settings, *, next_url: str = "") -> str:
+    """The HTML sign-up form a publication pastes into its own pages (``digest form``)."""
+    if next_url and origin_of(next_url) not in allowed_origins(settings):
+        raise InputError(
+            f"--next {next_url!r} is not on an allowed origin; add "
+            f"{origin_of(next_url) or 'its origin'} to allowed_origins first"
+        )
+    env = jinja2.Environment(
+        loader=template_loader(settings), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+    base = settings.base_url.rstrip("/")
+    return env.get_template("pages/form_snippet.html").render(
+        action=f"{base}/subscribe", token_url=f"{base}/subscribe/token", next=next_url,
+        sections=settings.sections, name_max=FORM_NAME_MAX, honeypot_field=HONEYPOT_FIELD,
+        token_field=TOKEN_FIELD, newsletter_name=settings.newsletter_name,
+    )

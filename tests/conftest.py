@@ -486,3 +486,72 @@ def digest_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[by
 
 
 # --- end sending fixtures ---
+
+
+# --- web fixtures ---
+# The Flask app on the `db` fixture, with confirmations sent inline into the memory backend.
+from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
+
+from digest.mail.base import OutgoingMessage  # noqa: E402
+from digest.mail.memory import MemoryBackend  # noqa: E402
+
+WEB_ORIGIN = "https://www.example.org"
+WEBHOOK_SECRETS = ("whsec-new-0123456789", "whsec-old-9876543210")
+
+
+@pytest.fixture
+def web_settings(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings for the web app: memory mail backend, no time trap wait, two sections."""
+    return settings.replace(
+        backend="memory",
+        file_dir=str(tmp_path / "outbox"),
+        allowed_origins=(WEB_ORIGIN,),
+        webhook_secrets=WEBHOOK_SECRETS,
+        sections=("Science", "Arts"),
+        subscribe_min_seconds=0.0,
+        subscribe_ip_limit=1000,
+        subscribe_email_limit=1000,
+    )
+
+
+@pytest.fixture
+def outbox() -> Iterator[list[OutgoingMessage]]:
+    """The memory backend's shared outbox, emptied before and after the test."""
+    MemoryBackend.clear()
+    yield MemoryBackend.outbox
+    MemoryBackend.clear()
+
+
+@pytest.fixture
+def make_app(db: Database, outbox: list[OutgoingMessage]) -> Callable[..., Flask]:
+    """Build the app for some settings on the test database (confirmations sent inline)."""
+
+    def make(settings: Settings, **config: Any) -> Flask:
+        test_config = {"TESTING": True, "DIGEST_DATABASE": db, "DIGEST_MAIL_BACKGROUND": False}
+        test_config.update(config)
+        return create_web_app(settings, test_config)
+
+    return make
+
+
+@pytest.fixture
+def web_app(make_app: Callable[..., Flask], web_settings: Settings) -> Flask:
+    """The web app with web_settings."""
+    return make_app(web_settings)
+
+
+@pytest.fixture
+def client(web_app: Flask) -> FlaskClient:
+    """A test client for web_app."""
+    return web_app.test_client()
+
+
+def create_web_app(settings: Settings, test_config: dict[str, Any]) -> Flask:
+    """digest.web.create_app, imported late so collection works without the web module."""
+    from digest.web import create_app
+
+    return create_app(settings, test_config)
+
+
+# --- end web fixtures ---

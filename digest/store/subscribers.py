@@ -290,7 +290,7 @@ def deliveries_for(
         .where(_delivery_filter(subscriber_id, emails))
         .order_by(Delivery.id)
     )
-    return [(d, i) for d, i in session.execute(query).tuples()]
+    return [(row[0], row[1]) for row in session.execute(query)]
 
 
 ERASED_EMAIL = "erased"
