@@ -22,6 +22,7 @@ import textwrap
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -269,8 +270,9 @@ def wrap_text(text: str, width: int = TEXT_WIDTH) -> str:
 
 
 def format_date(content: IssueContent, settings: Settings) -> str:
-    """The issue date as readers see it: the window's end in the publication's zone."""
-    day = content.window_end.astimezone(settings.tz).date()
+    """The issue date as readers see it: the window's last day in the publication's zone."""
+    # The window is half-open: a week ending Monday 00:00 is dated the Sunday before.
+    day = (content.window_end - timedelta(microseconds=1)).astimezone(settings.tz).date()
     return f"{day.day} {day:%B %Y}"
 
 
