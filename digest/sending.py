@@ -799,12 +799,20 @@ def check_due(db: Database, settings: Settings, *, now: datetime | None = None,
             issue.status, period, issue, f"Issue {issue.number} ({label}) is {issue.status}."
         )
     if period.is_stale(now) and not force:
-        what = "resume" if issue is not None else "send"
+        if issue is not None:
+            return DueCheck(
+                "stale", period, issue,
+                f"not resuming issue {issue.number} ({label}): it was due {due_text}, more "
+                f"than {settings.schedule_grace_hours:g} h ago (schedule_grace_hours). If this "
+                "database was restored from a backup, some of its pending rows may have gone "
+                f"out already. Cancel it (digest issues cancel {label}) or resume it anyway "
+                "(digest send --if-due --force)",
+            )
         return DueCheck(
-            "stale", period, issue,
-            f"Not sending: the {label} issue was due {due_text}, more than "
-            f"{settings.schedule_grace_hours:g} h ago (schedule_grace_hours), so it is stale. "
-            f"To {what} it anyway: digest send --if-due --force",
+            "stale", period, None,
+            f"Nothing due: the {label} issue was due {due_text}, more than "
+            f"{settings.schedule_grace_hours:g} h ago (schedule_grace_hours), so that week is "
+            "skipped. To send it anyway: digest send --if-due --force",
         )
     action = "resume" if issue is not None else "send"
     return DueCheck(action, period, issue, f"Issue for {label} was due {due_text}.")

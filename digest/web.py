@@ -776,8 +776,11 @@ def _routes(app: Flask) -> None:
     add = app.add_url_rule
     add("/", "index", index)
     add("/healthz", "healthz", healthz)
-    add("/subscribe", "subscribe_get", subscribe_get, methods=["GET"])
-    add("/subscribe", "subscribe_post", subscribe_post, methods=["POST"])
+    # OPTIONS on /subscribe is the CORS preflight below, not Flask's automatic answer.
+    add("/subscribe", "subscribe_get", subscribe_get, methods=["GET"],
+        provide_automatic_options=False)
+    add("/subscribe", "subscribe_post", subscribe_post, methods=["POST"],
+        provide_automatic_options=False)
     add("/subscribe", "subscribe_preflight", subscribe_preflight, methods=["OPTIONS"],
         provide_automatic_options=False)
     add("/subscribe/thanks", "thanks", thanks)

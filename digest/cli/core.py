@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,7 +179,27 @@ def demo(app: AppContext, no_send: bool) -> None:
 
 def _demo_send(app: AppContext, week: str) -> None:
     """Send this week's issue through the configured (file) backend."""
-    raise NotImplementedError
+    from digest.issues import parse_week
+    from digest.sending import send_issue
+
+    settings = app.settings
+    def show(report: Any) -> None:
+        for line in report.lines():
+            click.echo(line)
+
+    # The demo serves its links from http://127.0.0.1, which the check warns about; a real
+    # publication's base_url is https. Errors still stop the send.
+    summary = send_issue(app.db, settings, parse_week(week, settings.tz), force=True,
+                         on_check=show)
+    click.echo("")
+    if not summary.created and not summary.sent_now:
+        click.echo(f"Issue {summary.number} ({summary.label}) was already sent; nothing to do.")
+    click.echo(summary.line)
+    if settings.backend == "file":
+        folder = Path(settings.file_dir)
+        count = len(list(folder.glob("*.eml"))) if folder.is_dir() else 0
+        click.echo(f"Messages are in {folder}{os.sep} ({count} .eml files); open one in a mail "
+                   "client, or run `digest serve` to try the links in them.")
 
 
 COMMANDS: list[click.Command] = [init, config_cmd, demo]

@@ -133,8 +133,15 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
 
     if if_due:
         due = sending.check_due(app.db, settings, now=now, force=force)
-        if due.action == "stale":
+        if due.action == "stale" and due.issue is not None:
+            # An unfinished old issue (a restored backup?) needs a person's decision.
             raise click.ClickException(due.message)
+        if due.action == "stale":
+            # Missed by more than the grace window: skip the week. Not an error, or cron
+            # would report it every five minutes until the next scheduled moment.
+            if not quiet:
+                click.echo(due.message)
+            return
         if due.action in ("sent", "paused", "cancelled"):
             if not quiet:
                 click.echo(due.message)
