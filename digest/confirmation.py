@@ -19,6 +19,7 @@ from datetime import datetime
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import lru_cache
 from typing import Protocol
 
 import jinja2
@@ -52,16 +53,18 @@ class Confirmable(Protocol):
     def email_key(self) -> str: ...
 
 
-def template_loader(settings: Settings) -> jinja2.BaseLoader:
+def template_loader(templates_dir: str = "") -> jinja2.BaseLoader:
     """The publication's templates_dir first, then the shipped templates."""
-    roots = [settings.templates_dir] if settings.templates_dir else []
+    roots = [templates_dir] if templates_dir else []
     roots.append(str(default_templates_dir()))
     return jinja2.FileSystemLoader(roots)
 
 
-def _environment(settings: Settings) -> jinja2.Environment:
+@lru_cache(maxsize=8)
+def _environment(templates_dir: str) -> jinja2.Environment:
+    # One environment per template folder: Jinja caches compiled templates in it.
     return jinja2.Environment(
-        loader=template_loader(settings),
+        loader=template_loader(templates_dir),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "html.j2"), disabled_extensions=("txt.j2",)
         ),
@@ -75,7 +78,7 @@ def build_confirmation(
 ) -> OutgoingMessage:
     """The confirmation message for one pending subscriber, ready for a mail backend."""
     now = now or utcnow()
-    env = _environment(settings)
+    env = _environment(settings.templates_dir)
     values = {
         "newsletter_name": settings.newsletter_name,
         "confirm_url": confirm_url(settings, subscriber),

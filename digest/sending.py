@@ -23,7 +23,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -34,7 +34,14 @@ from digest import subscribers
 from digest.checks import CheckReport, check_issue
 from digest.config import Settings
 from digest.db import Database
-from digest.errors import CheckFailed, InputError, LockedError, NotFoundError, SendError
+from digest.errors import (
+    CheckFailed,
+    DigestError,
+    InputError,
+    LockedError,
+    NotFoundError,
+    SendError,
+)
 from digest.issues import (
     IssueContent,
     Window,
@@ -203,7 +210,6 @@ class SendSummary:
     retry_after: datetime | None = None
     stopped: str | None = None  # "paused" or "cancelled" if the loop stopped for that
     elapsed: float = 0.0
-    notes: tuple[str, ...] = ()
 
     @property
     def line(self) -> str:
@@ -745,14 +751,8 @@ def send_issue(
     finally:
         backend.close()
     if created:
-        summary = _replace(summary, created=True)
+        summary = replace(summary, created=True)
     return summary
-
-
-def _replace(summary: SendSummary, **changes: object) -> SendSummary:
-    from dataclasses import replace
-
-    return replace(summary, **changes)  # type: ignore[arg-type]
 
 
 def summarise(db: Database, issue: IssueRef) -> SendSummary:
@@ -971,7 +971,6 @@ class IssueDetails:
     errors: list[tuple[str, int, int | None, str]]  # (email, attempts, code, reply)
     retry_after: datetime | None
     lease_owner: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def list_issues(db: Database) -> list[tuple[IssueRef, outbox.Counts]]:
@@ -982,14 +981,24 @@ def list_issues(db: Database) -> list[tuple[IssueRef, outbox.Counts]]:
         return [(_ref(i), counts.get(i.id, outbox.Counts())) for i in issues]
 
 
-def issue_details(db: Database, ref: str, *, errors: int = 10) -> IssueDetails:
-    """Everything ``digest issues show`` prints about one issue."""
+def issue_details(db: Database, ref: str, *, errors: int = 10,
+                  settings: Settings | None = None) -> IssueDetails:
+    """Everything ``digest issues show`` prints about one issue.
+
+    With settings, an issue without a subject override shows the subject readers get.
+    """
     found = lookup_issue(db, ref)
     with db.read() as session:
         issue = session.get_one(Issue, found.id)
+        subject = issue.subject
+        if not subject and settings is not None:
+            try:
+                subject = Renderer(settings).compile(content_of(session, issue), None).subject
+            except DigestError:
+                subject = ""
         return IssueDetails(
             issue=found,
-            subject=issue.subject,
+            subject=subject,
             created_at=issue.created_at,
             sent_at=issue.sent_at,
             counts=outbox.counts(session, issue.id),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,13 +23,13 @@ from typing import Any, Literal, Protocol
 from itsdangerous import (
     BadData,
     BadSignature,
-    Signer,
     SignatureExpired,
+    Signer,
     TimestampSigner,
     URLSafeSerializer,
     URLSafeTimedSerializer,
 )
-from itsdangerous.encoding import base64_decode, base64_encode
+from itsdangerous.encoding import base64_decode, base64_encode, want_bytes
 
 from digest.config import Settings
 from digest.errors import ConfigError, DigestError
@@ -111,7 +112,9 @@ class _Canonical(Signer):
     exactly what we issued.
     """
 
-    def verify_signature(self, value: bytes, sig: bytes) -> bool:
+    def verify_signature(self, value: str | bytes, sig: str | bytes) -> bool:
+        """True only for the exact signature we would have issued."""
+        sig = want_bytes(sig)
         try:
             canonical = base64_encode(base64_decode(sig)) == sig
         except BadData:
@@ -199,7 +202,7 @@ def form_token(settings: Settings, now: float | None = None) -> str:
     """A signed timestamp for the subscribe form's time trap."""
     # itsdangerous' own timestamp has whole seconds; the payload keeps milliseconds.
     issued = time.time() if now is None else now
-    return str(_form_serializer(settings.secret_key).dumps(round(issued, 3)))
+    return str(_form_serializer(settings.secret_key).dumps(math.floor(issued * 1000) / 1000))
 
 
 FormCheck = Literal["ok", "too-fast", "invalid"]

@@ -32,7 +32,7 @@ from digest import subscribers, tokens
 from digest.config import Settings, load_settings
 from digest.confirmation import BackendFactory, ConfirmationMailer, template_loader
 from digest.db import READ_ONLY, Database
-from digest.errors import DigestError, InputError, NotFoundError
+from digest.errors import InputError, NotFoundError
 from digest.models import SubscriberStatus, utcnow
 from digest.store import web as web_store
 
@@ -74,6 +74,9 @@ class WebState:
     origins: frozenset[str]
     archive: OrderedDict[str, str] = field(default_factory=OrderedDict)
     archive_lock: threading.Lock = field(default_factory=threading.Lock)
+    # SQLite has one writer at a time; its busy handler polls with sleeps of up to 100 ms,
+    # so threads of this process queue on a lock instead (woken at once when it is free).
+    write_lock: threading.Lock | None = None
 
 
 def _state() -> WebState:
@@ -126,6 +129,9 @@ def db_session(*, write: bool = False) -> Session:
     session: Session | None = g.get("_digest_session")
     if session is None:
         state = _state()
+        if write and state.write_lock is not None:
+            state.write_lock.acquire()
+            g._digest_lock = state.write_lock
         session = (state.write_sessions if write else state.read_sessions)()
         g._digest_session = session
         g._digest_write = write
@@ -136,8 +142,13 @@ def db_session(*, write: bool = False) -> Session:
 
 def _close_session(_exc: BaseException | None) -> None:
     session: Session | None = g.pop("_digest_session", None)
-    if session is not None:
-        session.close()  # rolls back whatever the view did not commit
+    lock: threading.Lock | None = g.pop("_digest_lock", None)
+    try:
+        if session is not None:
+            session.close()  # rolls back whatever the view did not commit
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # --------------------------------------------------------------------------- logging
@@ -224,8 +235,9 @@ def create_app(
             db.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         ),
         origins=allowed_origins(settings),
+        write_lock=threading.Lock() if db.is_sqlite else None,
     )
-    app.jinja_loader = template_loader(settings)
+    app.jinja_loader = template_loader(settings.templates_dir)
     app.jinja_env.undefined = jinja2.StrictUndefined
     app.jinja_env.globals.update(
         newsletter_name=settings.newsletter_name,
@@ -614,7 +626,7 @@ def _render_issue(state: WebState, label: str) -> str | None:
     )
     try:
         html, _ = personalise(Renderer(settings).compile(content), reader)
-    except DigestError as exc:
+    except Exception as exc:  # a render bug must not take the archive down
         log.warning("archive render failed for %s: %s", label, exc)
         html = render_template("pages/archive_issue.html", issue=issue, content=content)
     with state.archive_lock:
@@ -803,7 +815,8 @@ def render_form_snippet(settings: Settings, *, next_url: str = "") -> str:
             f"{origin_of(next_url) or 'its origin'} to allowed_origins first"
         )
     env = jinja2.Environment(
-        loader=template_loader(settings), autoescape=True, undefined=jinja2.StrictUndefined
+        loader=template_loader(settings.templates_dir), autoescape=True,
+        undefined=jinja2.StrictUndefined,
     )
     base = settings.base_url.rstrip("/")
     return env.get_template("pages/form_snippet.html").render(

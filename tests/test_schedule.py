@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -25,8 +26,8 @@ FRIDAY_9_UTC = Schedule(weekday=4, at=time(9), tz=ZoneInfo("UTC"), grace=timedel
 DUE_W47 = datetime(2025, 11, 21, 9, tzinfo=UTC)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------ pure schedule
@@ -47,7 +48,7 @@ def test_consecutive_windows_tile_time() -> None:
     """Each window starts where the previous one ended: no gap, no overlap."""
     runs = FRIDAY_9_UTC.next_runs(utc(2025, 1, 1), 60)
     windows = [FRIDAY_9_UTC.window(moment) for moment in runs]
-    for before, after in zip(windows, windows[1:], strict=False):
+    for before, after in itertools.pairwise(windows):
         assert before.end == after.start
     assert len({w.label for w in windows}) == 60
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from digest import subscribers
@@ -146,7 +148,7 @@ def test_add_refuses_someone_who_unsubscribed_unless_forced(db: Database) -> Non
     with db.write() as session:
         sub = subscribers.add(session, "gone@example.org").subscriber
         sub.status = "unsubscribed"
-    with db.write() as session, pytest.raises(InputError, match="unsubscribed.*--force"):
+    with db.write() as session, pytest.raises(InputError, match=r"unsubscribed.*--force"):
         subscribers.add(session, "gone@example.org")
     with db.write() as session:
         again = subscribers.add(session, "gone@example.org", force=True).subscriber
@@ -305,13 +307,14 @@ def test_suppression_blocks_import_form_and_plain_add(db: Database) -> None:
     with db.write() as session:
         subscribers.erase(session, "blocked@example.org")
     with db.write() as session:
-        report = subscribers.apply_import(session, parse("email\nBlocked@example.org\nok@example.org\n"))
+        report = subscribers.apply_import(
+            session, parse("email\nBlocked@example.org\nok@example.org\n"))
     assert (report.added, report.suppressed) == (1, 1)
     with db.write() as session:
         address = subscribers.normalise("blocked@example.org")
         assert subscribers.request_subscription(session, address) is None
     assert [e for e, *_ in rows(db)] == ["ok@example.org"]
-    with db.write() as session, pytest.raises(InputError, match="suppression list.*--force"):
+    with db.write() as session, pytest.raises(InputError, match=r"suppression list.*--force"):
         subscribers.add(session, "blocked@example.org")
     with db.write() as session:
         subscribers.add(session, "blocked@example.org", force=True)
@@ -366,7 +369,8 @@ def test_request_subscription_caps_confirmations_at_one_per_day(db: Database) ->
         first = subscribers.request_subscription(session, address, now=now)
         assert first is not None and first.status == "pending"
     with db.write() as session:
-        assert subscribers.request_subscription(session, address, now=now + timedelta(hours=23)) is None
+        later = now + timedelta(hours=23)
+        assert subscribers.request_subscription(session, address, now=later) is None
     with db.write() as session:
         again = subscribers.request_subscription(session, address, now=now + timedelta(hours=25))
         assert again is not None
@@ -468,14 +472,16 @@ def test_cli_invalid_address_exits_1_with_the_reason(runner: CliRunner, db_url: 
 
 
 def test_cli_erase_then_add_needs_force(runner: CliRunner, db_url: str, db: Database) -> None:
-    assert runner.invoke(main, ["--db", db_url, "subscribers", "add", "e@example.org"]).exit_code == 0
+    added = runner.invoke(main, ["--db", db_url, "subscribers", "add", "e@example.org"])
+    assert added.exit_code == 0
     result = runner.invoke(main, ["--db", db_url, "subscribers", "erase", "e@example.org"])
     assert result.exit_code == 0
     assert "Erased e@example.org: deleted the subscriber" in result.output
     result = runner.invoke(main, ["--db", db_url, "subscribers", "add", "e@example.org"])
     assert result.exit_code == 1
     assert "suppression list (erased)" in result.output and "--force" in result.output
-    result = runner.invoke(main, ["--db", db_url, "subscribers", "add", "e@example.org", "--force"])
+    result = runner.invoke(
+        main, ["--db", db_url, "subscribers", "add", "e@example.org", "--force"])
     assert result.exit_code == 0, result.output
 
 

@@ -6,6 +6,7 @@ import email
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -261,7 +262,8 @@ def test_cors_preflight_and_token_endpoint(client: FlaskClient, web_settings: Se
                                                 "Access-Control-Request-Method": "POST"})
     assert pre.status_code == 204
     assert pre.headers["Access-Control-Allow-Origin"] == WEB_ORIGIN
-    assert client.options("/subscribe", headers={"Origin": "https://evil.example"}).status_code == 403
+    evil_pre = client.options("/subscribe", headers={"Origin": "https://evil.example"})
+    assert evil_pre.status_code == 403
     token = client.get("/subscribe/token", headers={"Origin": WEB_ORIGIN})
     assert token.headers["Access-Control-Allow-Origin"] == WEB_ORIGIN
     assert "Origin" in token.headers["Vary"]
@@ -290,6 +292,29 @@ def test_thousand_posts_for_one_address_send_one_email(
         statuses.add(r.status_code)
     assert statuses == {303}
     assert len(outbox) == 1
+
+
+def test_concurrent_posts_for_one_address_send_one_email(
+    web_app: Flask, web_settings: Settings, db: Database, outbox: list[OutgoingMessage]
+) -> None:
+    """Threads racing on a new address (row locks on PostgreSQL, the write lock on SQLite)."""
+    statuses: list[int] = []
+
+    def worker(n: int) -> None:
+        client = web_app.test_client()
+        for i in range(15):
+            r = subscribe(client, web_settings, "race@example.org", ip=f"198.51.100.{n * 16 + i}")
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert statuses == [303] * 120
+    assert len(outbox) == 1
+    with db.read() as session:
+        assert len(list(session.scalars(select(Subscriber)))) == 1
 
 
 def test_rate_limits_per_ip_and_per_address(
@@ -498,7 +523,7 @@ def test_preferences(client: FlaskClient, web_settings: Settings, db: Database) 
 
 def make_issue(db: Database, status: str = "sent", number: int = 1,
                label: str = "2025-W47") -> None:
-    end = datetime(2025, 11, 24, tzinfo=UTC)
+    end = datetime(2025, 11, 24, tzinfo=UTC) + timedelta(days=7 * (number - 1))
     with db.write() as session:
         article = Article(url=f"https://news.example.org/harbour-{number}",
                           title="Harbour ferries keep the coast moving", section="Science",
@@ -623,7 +648,8 @@ def test_access_log_is_json_and_redacts_tokens(
     sub = add_active(db, "log@example.org")
     token_path = path_of(tokens.unsubscribe_url(web_settings, sub))
     with caplog.at_level(logging.INFO, logger="digest.access"):
-        client.get(token_path, environ_base={"REMOTE_ADDR": "192.0.2.44"})
+        # The line is written when the server closes the response (the body is sent).
+        client.get(token_path, environ_base={"REMOTE_ADDR": "192.0.2.44"}).close()
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "digest.access"]
     assert lines[-1]["path"] == "/u/[token]"
     assert lines[-1]["method"] == "GET" and lines[-1]["status"] == 200
@@ -650,7 +676,9 @@ def test_missing_secret_key_fails_at_startup(settings: Settings, db: Database) -
         create_app(settings.replace(secret_key=()), {"DIGEST_DATABASE": db})
 
 
-def test_form_command_prints_the_snippet(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_form_command_prints_the_snippet(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DIGEST_BASE_URL", "https://news.example.org")
     monkeypatch.setenv("DIGEST_ALLOWED_ORIGINS", WEB_ORIGIN)
     monkeypatch.setenv("DIGEST_SECTIONS", "Science,Arts")

@@ -278,7 +278,7 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
     """
     from digest import sending
 
-    d = sending.issue_details(app.db, issue, errors=error_count)
+    d = sending.issue_details(app.db, issue, errors=error_count, settings=app.settings)
     c = d.counts
     click.echo(f"Issue {d.issue.number} ({d.issue.label}): {d.issue.status}")
     click.echo(f"  window   {_local(d.issue.window_start, app)} to "

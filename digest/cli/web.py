@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from types import FrameType
+
 import click
 
 from digest.cli import AppContext, pass_app
@@ -31,6 +34,9 @@ def serve(app: AppContext, host: str, port: int, workers: int) -> None:
 
     configure_logging()
     wsgi = create_app(app.settings)
+    # SIGTERM (systemd, docker stop) ends waitress through the finally below, so confirmation
+    # emails already queued are still handed to the mail backend.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     click.echo(f"Serving {app.settings.newsletter_name} on http://{host}:{port} "
                f"({workers} threads); public URL {app.settings.base_url}", err=True)
     try:
@@ -38,6 +44,10 @@ def serve(app: AppContext, host: str, port: int, workers: int) -> None:
     finally:
         wsgi.extensions["digest"].mailer.close()
         wsgi.extensions["digest"].db.dispose()
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 @click.command()
