@@ -172,6 +172,14 @@ def default_templates_dir() -> Path:
     return Path(digest.__file__).resolve().parent.parent / "templates"
 
 
+_CREDIT_PREFIX = re.compile(r"^(?:photo(?:graph)?|image|picture|credit)\s*:\s*", re.IGNORECASE)
+
+
+def credit_text(value: str) -> str:
+    """A photo credit without its own "Photo:" label: the template adds one."""
+    return _CREDIT_PREFIX.sub("", clean_text(value))
+
+
 def clean_text(value: str) -> str:
     """One line of display text: control characters removed, whitespace collapsed."""
     return _WS.sub(" ", _CONTROL.sub("", value)).strip()
@@ -634,7 +642,7 @@ class Renderer:
                 href=tokens.attr(url) if url else "",
                 image_src=tokens.attr(image) if image else "",
                 image_alt=tokens.attr(alt) if image else "",
-                credit=clean_text(article.image_credit),
+                credit=credit_text(article.image_credit),
             )
 
         sections = [

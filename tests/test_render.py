@@ -23,6 +23,7 @@ from digest.render import (
     default_templates_dir,
     link_url,
     personalise,
+    sample_recipient,
     shorten,
     wrap_text,
 )
@@ -728,3 +729,18 @@ def test_article_view_fields_are_all_used() -> None:
         "image_alt",
         "image_credit",
     }
+
+
+def test_credit_that_carries_its_own_label_is_not_labelled_twice(
+    render_settings: Settings,
+) -> None:
+    """Feeds often write "Photo: Agency"; the email shows "Photo: Agency", not "Photo: Photo:"."""
+    article = make_article(1, "Europe", image_credit="Photo: Harbour Wire / K. Lund")
+    content = IssueContent(
+        number=1, window_start=article.published_at, window_end=article.published_at,
+        label="2025-W47", sections=(SectionBlock("Europe", (article,)),),
+    )
+    compiled = Renderer(render_settings).compile(content)
+    html_body = compiled.html.fill(sample_recipient(render_settings))
+    assert "Photo: Harbour Wire / K. Lund" in html_body
+    assert "Photo: Photo:" not in html_body
