@@ -54,7 +54,7 @@ class Preview:
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def view_url(settings: Settings, label: str) -> str:
+def archive_url(settings: Settings, label: str) -> str:
     """The public web version of an issue: the "view in browser" link."""
     return f"{settings.base_url.rstrip('/')}/archive/{label}"
 
@@ -67,7 +67,7 @@ def sample_reader(settings: Settings, label: str) -> Recipient:
         name="Sample Reader",
         unsubscribe_url=f"{base}/u/sample-preview-token",
         preferences_url=f"{base}/preferences/sample-preview-token",
-        view_url=view_url(settings, label),
+        view_url=archive_url(settings, label),
     )
 
 
@@ -85,7 +85,7 @@ def recipient_for(db: Database, settings: Settings, email: str, label: str) -> t
             name=subscriber.name,
             unsubscribe_url=tokens.unsubscribe_url(settings, subscriber),
             preferences_url=tokens.preferences_url(settings, subscriber),
-            view_url=view_url(settings, label),
+            view_url=archive_url(settings, label),
         )
         return recipient, list(subscriber.sections or [])
 

@@ -149,9 +149,9 @@ def sample_recipient(settings: Settings) -> Recipient:
     return Recipient(
         email=("m" * 64) + "@" + ("d" * 180) + ".example",
         name="N" * 100,
-        unsubscribe_url=f"{base}/unsubscribe/{token}",
+        unsubscribe_url=f"{base}/u/{token}",
         preferences_url=f"{base}/preferences/{token}",
-        view_url=f"{base}/view/{token}",
+        view_url=f"{base}/archive/{token}",
     )
 
 

@@ -54,6 +54,7 @@ from digest.mail.base import BaseBackend, Outcome, OutgoingMessage, SendResult
 from digest.message import DkimSigner, MessageTemplate, make_message_id
 from digest.models import DeliveryStatus, Issue, IssueStatus, SubscriberStatus, utcnow
 from digest.personalise import Recipient
+from digest.preview import archive_url, sample_reader
 from digest.ratelimit import RateLimiter
 from digest.render import Renderer
 from digest.schedule import Period, Schedule
@@ -380,7 +381,7 @@ class Sender:
             name=row.name,
             unsubscribe_url=unsubscribe_url(self.settings, key),
             preferences_url=preferences_url(self.settings, key),
-            view_url=f"{self.settings.base_url.rstrip('/')}/archive/{label}",
+            view_url=archive_url(self.settings, label),
         )
 
     # ---- the loop
@@ -889,12 +890,7 @@ def dry_run(db: Database, settings: Settings, window: Window, *,
         key = renderer.variant_key(prepared.content, sections)
         names, before = by_variant.get(key, (tuple(sorted(sections)) if key else (), 0))
         by_variant[key] = (names, before + count)
-    sample = Recipient(
-        email="reader@example.com", name="Sample Reader",
-        unsubscribe_url=f"{settings.base_url.rstrip('/')}/unsubscribe/sample",
-        preferences_url=f"{settings.base_url.rstrip('/')}/preferences/sample",
-        view_url=f"{settings.base_url.rstrip('/')}/archive/{prepared.content.label}",
-    )
+    sample = sample_reader(settings, prepared.content.label)
     signer = DkimSigner.from_settings(settings)
     variants = []
     for key, (names, count) in sorted(by_variant.items(), key=lambda kv: -kv[1][1]):
@@ -944,7 +940,7 @@ def send_test(
         email=to.strip(), name=name,
         unsubscribe_url=unsubscribe_url(settings, ident),
         preferences_url=preferences_url(settings, ident),
-        view_url=f"{settings.base_url.rstrip('/')}/archive/{prepared.content.label}",
+        view_url=archive_url(settings, prepared.content.label),
     )
     message = template.build_outgoing(recipient, make_message_id(message_id_domain(settings)))
     if backend is None:

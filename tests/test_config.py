@@ -57,7 +57,7 @@ def test_bad_values_say_what_to_fix(env: dict[str, str], message: str) -> None:
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
     config = tmp_path / "digest.toml"
     config.write_text('newsleter_name = "typo"\n')
-    with pytest.raises(ConfigError, match="unknown setting.*newsleter_name"):
+    with pytest.raises(ConfigError, match=r"unknown setting.*newsleter_name"):
         load_settings(config, env={})
 
 

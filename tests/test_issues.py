@@ -61,7 +61,7 @@ def test_week_across_dst_change_is_seven_local_days() -> None:
 
 @pytest.mark.parametrize("bad", ["2025-47", "W47", "2025-W54", "2025-W00", "next week"])
 def test_bad_week_says_how_to_write_it(bad: str) -> None:
-    with pytest.raises(InputError, match="2025-W47|does not exist"):
+    with pytest.raises(InputError, match=r"2025-W47|does not exist"):
         parse_week(bad, NEW_YORK)
 
 
