@@ -16,6 +16,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+import xml.sax
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,11 +274,13 @@ def detect_format(data: bytes, name: str) -> str:
     )
 
 
-def parse_source(data: bytes, name: str, fmt: str | None = None) -> ParsedSource:
+def parse_source(
+    data: bytes, name: str, fmt: str | None = None, *, lenient: bool = False
+) -> ParsedSource:
     """Parse bytes in the given format (or a detected one) into normalised articles."""
     fmt = fmt or detect_format(data, name)
     if fmt == "feed":
-        return parse_feed(data, name)
+        return parse_feed(data, name, lenient=lenient)
     if fmt == "json":
         return parse_json(data, name)
     if fmt == "jsonl":
@@ -287,8 +290,13 @@ def parse_source(data: bytes, name: str, fmt: str | None = None) -> ParsedSource
     raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def parse_feed(data: bytes, name: str) -> ParsedSource:
-    """Parse an RSS 2.0 or Atom feed with feedparser."""
+def parse_feed(data: bytes, name: str, *, lenient: bool = False) -> ParsedSource:
+    """Parse an RSS 2.0 or Atom feed with feedparser.
+
+    XML that is not well-formed is an error (nothing is imported), unless lenient, when
+    feedparser's recovered entries are imported with a warning. Other feedparser complaints,
+    such as a wrong declared encoding, only warn.
+    """
     # Bytes go in as a stream: feedparser treats a str or bytes argument as a URL or path
     # to open. Its own HTML sanitiser is off because nh3 applies our policy afterwards.
     parsed = feedparser.parse(io.BytesIO(data), sanitize_html=False)
@@ -301,6 +309,11 @@ def parse_feed(data: bytes, name: str) -> ParsedSource:
         raise InputError(f"{name}: not a readable RSS or Atom feed{why}")
     result = ParsedSource(name, "feed")
     if parsed.get("bozo") and entries:
+        if isinstance(problem, xml.sax.SAXParseException) and not lenient:
+            raise InputError(
+                f"{name}: the feed is not well-formed XML ({problem}); fix the feed, or "
+                "import what can be read with --lenient"
+            )
         result.warnings.append(
             f"{name}: the feed is not well-formed ({problem}); imported what could be read"
         )
@@ -808,10 +821,14 @@ def import_sources(
     now: datetime | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     max_bytes: int = MAX_BYTES,
+    lenient: bool = False,
 ) -> ImportReport:
     """Read, parse and store every source (files or http(s) URLs); nothing is stored on error."""
     parsed = [
-        parse_source(read_source(source, timeout=timeout, max_bytes=max_bytes), source, fmt)
+        parse_source(
+            read_source(source, timeout=timeout, max_bytes=max_bytes), source, fmt,
+            lenient=lenient,
+        )
         for source in sources
     ]
     return store_sources(db, parsed, now=now)

@@ -732,6 +732,12 @@ def send_issue(
         gate(prepared.report, force=force)
     if prepared.existing is not None and prepared.existing.status != IssueStatus.SENDING:
         return summarise(db, prepared.existing)
+    if prepared.existing is None and prepared.subscribers == 0:
+        # Creating the issue would mark its articles as gone out, to nobody.
+        raise SendError(
+            "there are no active subscribers, so nothing was sent and no issue was created; "
+            "add some with `digest subscribers add` or `digest subscribers import`"
+        )
     if backend is None:
         from digest.mail import get_backend
 

@@ -369,14 +369,18 @@ def test_a_failing_write_rolls_back_earlier_sources(
         assert count_articles(session) == 0
 
 
-def test_a_truncated_feed_imports_what_it_can_with_a_warning(
+def test_a_truncated_feed_is_an_error_unless_lenient(
     runner: CliRunner, db_url: str, article_fixtures: Path, tmp_path: Path
 ) -> None:
-    """feedparser recovers entries from broken XML; the import says so on stderr."""
+    """Broken XML exits 1 and stores nothing; --lenient imports what feedparser recovered."""
     text = (article_fixtures / "feed.xml").read_text(encoding="utf-8")
     cut = tmp_path / "cut.xml"
     cut.write_text(text[: text.index("<title>Island patrol")], encoding="utf-8")
-    result = invoke(runner, db_url, "import", str(cut))
+    strict = invoke(runner, db_url, "import", str(cut))
+    assert strict.exit_code == 1
+    assert "not well-formed XML" in strict.output and "--lenient" in strict.output
+    assert "Imported" not in strict.output
+    result = invoke(runner, db_url, "import", "--lenient", str(cut))
     assert result.exit_code == 0, result.output
     assert f"Warning: {cut}: the feed is not well-formed" in result.stderr
     assert f"Imported {cut}: 2 added" in result.stdout

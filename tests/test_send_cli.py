@@ -74,6 +74,21 @@ def test_send_prints_what_it_did_and_one_summary_line(
     assert len(MemoryBackend.outbox) == 10
 
 
+def test_an_empty_list_creates_no_issue_and_keeps_the_articles(
+    runner: CliRunner, env: dict[str, str], db: Database, settings: Settings
+) -> None:
+    """With nobody to send to, the week's articles must not be marked as gone out."""
+    seed_articles(db, send_window(settings), 2)
+    result = runner.invoke(main, WEEK, env=env)
+    assert result.exit_code == 1
+    assert "no active subscribers" in result.output and "digest subscribers add" in result.output
+    assert counts(db) == (0, 0)
+    seed_subscribers(db, 3)
+    later = runner.invoke(main, WEEK, env=env)
+    assert later.exit_code == 0, later.output
+    assert len(MemoryBackend.outbox) == 3
+
+
 def test_quiet_prints_only_the_summary_line(
     runner: CliRunner, env: dict[str, str], week: Database
 ) -> None:

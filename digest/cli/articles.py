@@ -23,8 +23,14 @@ SECTION_WIDTH = 16
     "--timeout", type=click.FloatRange(min=1, max=300), default=20.0, show_default=True,
     help="Seconds to wait for each http(s) source.",
 )
+@click.option(
+    "--lenient", is_flag=True,
+    help="Import what can be read from feeds that are not well-formed XML (with a warning).",
+)
 @pass_app
-def import_cmd(app: AppContext, sources: tuple[str, ...], fmt: str, timeout: float) -> None:
+def import_cmd(
+    app: AppContext, sources: tuple[str, ...], fmt: str, timeout: float, lenient: bool
+) -> None:
     """Load articles from RSS/Atom feeds, JSON or CSV files, or http(s) URLs.
 
     Re-importing updates articles instead of duplicating them (matched by guid, then URL).
@@ -45,7 +51,7 @@ def import_cmd(app: AppContext, sources: tuple[str, ...], fmt: str, timeout: flo
     from digest.articles import import_sources
 
     report = import_sources(
-        app.db, sources, fmt=None if fmt == "auto" else fmt, timeout=timeout
+        app.db, sources, fmt=None if fmt == "auto" else fmt, timeout=timeout, lenient=lenient
     )
     for result in report.sources:
         for warning in result.warnings:
