@@ -111,9 +111,10 @@ class Schedule:
         return Period(due_at=due, window=self.window(due), stale_at=due + self.grace)
 
 
-def crontab_line(workdir: str = "/srv/digest") -> str:
+def crontab_line(workdir: str = "/srv/digest", command: str = "digest") -> str:
     """A crontab entry that runs the due check every five minutes."""
-    return f"*/5 * * * * cd {shlex.quote(workdir)} && digest send --if-due --quiet"
+    return (f"*/5 * * * * cd {shlex.quote(workdir)} && {shlex.quote(command)} "
+            "send --if-due --quiet")
 
 
 def systemd_units(

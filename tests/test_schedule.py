@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -222,5 +224,8 @@ def test_schedule_command_prints_runs_and_snippets(runner: CliRunner) -> None:
     assert "Weekly on Friday at 09:00 Europe/Berlin; catch-up grace 24 h." in result.output
     assert "2025-W43  Fri 2025-10-24 09:00 CEST  (2025-10-24 07:00 UTC)" in result.output
     assert "2025-W44  Fri 2025-10-31 09:00 CET  (2025-10-31 08:00 UTC)" in result.output
-    assert "*/5 * * * * cd /srv/digest && digest send --if-due --quiet" in result.output
+    # cron and systemd get this installation's own script, not a PATH lookup.
+    script = str(Path(sys.executable).with_name("digest"))
+    assert f"*/5 * * * * cd /srv/digest && {script} send --if-due --quiet" in result.output
+    assert f"ExecStart={script} send --if-due --quiet" in result.output
     assert "OnCalendar=*:0/5" in result.output

@@ -395,9 +395,11 @@ def schedule_cmd(app: AppContext, count: int, workdir: str, now_text: str | None
         click.echo(f"  {schedule.window(moment).label}  {local:%a %Y-%m-%d %H:%M %Z}  "
                    f"({moment:%Y-%m-%d %H:%M} UTC)")
     click.echo("")
+    # cron and systemd do not see a virtualenv's PATH: name this installation's script.
+    beside = Path(sys.executable).with_name("digest")
+    command = str(beside) if beside.exists() else shutil.which("digest") or "digest"
     click.echo("crontab line (crontab -e):")
-    click.echo("  " + crontab_line(workdir))
-    command = shutil.which("digest") or "/usr/local/bin/digest"
+    click.echo("  " + crontab_line(workdir, command))
     service, timer = systemd_units(workdir, command=command)
     click.echo("")
     click.echo("or a systemd timer: /etc/systemd/system/digest-send.service")
