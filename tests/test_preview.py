@@ -225,3 +225,48 @@ def test_demo_runs_in_an_empty_folder(runner: CliRunner, tmp_path: Path) -> None
     again = runner.invoke(main, ["demo"])
     assert again.exit_code == 0, again.output
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == 5
+
+
+@pytest.mark.browser
+def test_live_preview_toggles_mobile_width_and_text_in_a_browser(
+    chromium_path: str, env: dict[str, str]
+) -> None:
+    """An editor can switch the live preview between desktop, mobile and the text part."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.conftest import CHROMIUM_ARGS
+
+    settings = Settings(database_url=env["DIGEST_DATABASE_URL"], secret_key=("k",),
+                        postal_address="1 Example Street", base_url="https://news.example.org")
+    db = Database(settings.database_url)
+    live = LivePreview(db, settings, lambda: build_preview(db, settings, week=WEEK), port=0)
+    thread = threading.Thread(target=live.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.goto(live.url, timeout=15_000)
+            frame = page.frame_locator("#frame")
+            frame.get_by_text("Headline number 4", exact=True).first.wait_for(timeout=15_000)
+            assert page.locator("#frame").bounding_box()["width"] == 700  # type: ignore[index]
+
+            page.get_by_role("button", name="Mobile").click()
+            frame.get_by_text("Headline number 4", exact=True).first.wait_for(timeout=15_000)
+            assert page.locator("#frame").bounding_box()["width"] == 375  # type: ignore[index]
+            inner = page.frame(url=lambda u: u.endswith("/issue.html"))
+            assert inner is not None
+            assert inner.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth"
+            )
+
+            page.get_by_role("button", name="Text").click()
+            page.wait_for_function(
+                "document.getElementById('frame').contentDocument.contentType === 'text/plain'",
+                timeout=15_000,
+            )
+            browser.close()
+    finally:
+        live.shutdown()
+        thread.join(timeout=5)
+        db.dispose()
