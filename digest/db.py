@@ -90,7 +90,11 @@ class Database:
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine for url, with SQLite set up for several processes at once."""
+    """Create an engine for url, with SQLite set up for several processes at once.
+
+    SQL parameters are kept out of error messages: they hold subscribers' addresses, and
+    errors end up in logs.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -108,12 +112,13 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
                         f"cannot create the database {database}: folder {folder} does not exist"
                     )
             engine = create_engine(
-                parsed, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+                parsed, echo=echo, hide_parameters=True,
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
             )
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
             return engine
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        return create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True)
     except NoSuchModuleError:
         raise ConfigError(
             f"no database driver for {parsed.drivername!r}; for PostgreSQL run "

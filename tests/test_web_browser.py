@@ -206,7 +206,9 @@ def test_sign_up_confirm_and_one_click_unsubscribe(server: Server, chromium_path
         conn.close()
     assert row(server.database, address)[2] == "unsubscribed"  # type: ignore[index]
 
-    # The access log is JSON per request and never contains a link token.
+    # The access log is JSON per request and never contains a link token. A line is written
+    # once the response body is closed, which can be just after the client has read it.
+    wait_for(lambda: '"path": "/u/[token]"' in server.log.read_text(), 10, "the access log")
     log_text = server.log.read_text()
     assert '"path": "/u/[token]"' in log_text and '"path": "/confirm/[token]"' in log_text
     assert url.rsplit("/", 1)[1] not in log_text
