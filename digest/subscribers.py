@@ -134,6 +134,7 @@ def resolve_sections(values: Iterable[str], known: Sequence[str]) -> list[str]:
     """
     lookup = {name.lower(): name for name in known}
     out: list[str] = []
+    seen: set[str] = set()  # a list lookup made a long free-form list quadratic
     for raw in values:
         name = clean_name(raw, 200)
         if not name:
@@ -145,7 +146,8 @@ def resolve_sections(values: Iterable[str], known: Sequence[str]) -> list[str]:
                     f"unknown section {name!r}; choose from {', '.join(known)}"
                 )
             name = canonical
-        if name not in out:
+        if name not in seen:
+            seen.add(name)
             out.append(name)
     return out
 
@@ -365,7 +367,7 @@ def parse_csv(
                 continue
             row = row + [""] * (width - len(row))
             try:
-                address = normalise(row[i_email])
+                address = normalise(_uncell(row[i_email]))
                 status = ""
                 if i_status is not None:
                     status = row[i_status].strip().lower()
@@ -456,7 +458,7 @@ def export_csv(session: Session, out: TextIO, status: str | None = None) -> int:
     n = 0
     for s in iter_subscribers(session, status):
         writer.writerow([
-            s.email, _cell(s.name), ";".join(_cell(x) for x in s.sections or ()), s.status,
+            _cell(s.email), _cell(s.name), ";".join(_cell(x) for x in s.sections or ()), s.status,
             _iso(s.consent_at), _cell(s.consent_source), _iso(s.confirmed_at),
             _iso(s.unsubscribed_at), _iso(s.created_at),
         ])

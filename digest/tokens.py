@@ -96,6 +96,10 @@ def _keys(secret_key: tuple[str, ...]) -> list[str]:
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`); "
             "to rotate, list the new key first: DIGEST_SECRET_KEY=new,old"
         )
+    if any(not key.strip() for key in secret_key):
+        # Every listed key verifies, so a blank one would let anyone sign links.
+        raise ConfigError("secret_key has an empty entry; remove it (each key must be a long "
+                          "random string)")
     return list(reversed(secret_key))
 
 
@@ -247,13 +251,14 @@ def check_webhook_signature(
     Several ``v1=`` values may be present (the sender rotating its secret) and any of our
     secrets may match (us rotating ours).
     """
+    secrets = tuple(s for s in secrets if s.strip())  # an empty key would sign for anyone
     if not secrets:
         raise TokenError("webhooks are not configured: set DIGEST_WEBHOOK_SECRETS")
     timestamp: int | None = None
     signatures: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit() and len(value) <= 12:
+        if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif name == "v1" and value:
             signatures.append(value.strip().lower())

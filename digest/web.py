@@ -56,6 +56,11 @@ HONEYPOT_FIELD = "website"
 TOKEN_FIELD = "form_token"  # noqa: S105 - a form field name, not a secret
 
 _TOKEN_PATH = re.compile(r"^/(confirm|u|preferences)/[^/]+")
+# For the access log: anywhere in SCRIPT_NAME + PATH_INFO, any case, doubled slashes too.
+_TOKEN_SEGMENT = re.compile(r"/(confirm|u|preferences)/+[^/]+", re.IGNORECASE)
+# A `next` URL with these is read differently by urlsplit (which drops tabs and line breaks
+# and takes a backslash as part of the user name) and by browsers; it is never followed.
+_UNSAFE_URL_CHARS = re.compile(r"[\x00-\x20\x7f\\]")
 _CORS_PATHS = ("/subscribe", "/subscribe/token")
 
 
@@ -156,7 +161,7 @@ def _close_session(_exc: BaseException | None) -> None:
 
 def redact_path(path: str) -> str:
     """A request path safe to log: link tokens replaced, length bounded."""
-    return _TOKEN_PATH.sub(lambda m: f"/{m.group(1)}/[token]", path)[:200]
+    return _TOKEN_SEGMENT.sub(lambda m: f"/{m.group(1)}/[token]", path)[:200]
 
 
 class AccessLog:
@@ -350,7 +355,10 @@ def _as_text(value: Any) -> str:
 
 def _read_fields() -> _Fields:
     if request.is_json:
-        data = request.get_json(silent=True)
+        try:
+            data = request.get_json(silent=True)
+        except RecursionError:  # nested deeper than the parser's stack: not a sign-up
+            data = None
         if not isinstance(data, dict):
             raise InputError("send a JSON object")
         raw_sections = data.get("sections") or []
@@ -393,10 +401,15 @@ def _accepted(fields: _Fields | None) -> Response:
             "status": "accepted",
             "message": "If this address can be subscribed, a confirmation email is on its way.",
         }, 202)
-    target = url_for("thanks")
-    if fields and fields.next and origin_of(fields.next) in _state().origins:
-        target = fields.next
+    target = (_allowed_next(fields.next) if fields else "") or url_for("thanks")
     return redirect(target, 303)  # type: ignore[return-value]
+
+
+def _allowed_next(url: str) -> str:
+    """url if it is plainly on an allowed origin (no open redirect), else ""."""
+    if not url or _UNSAFE_URL_CHARS.search(url) or origin_of(url) not in _state().origins:
+        return ""
+    return url
 
 
 def _subscribe_form(status: int = 200, *, error: str = "", notice: str = "",
@@ -407,7 +420,7 @@ def _subscribe_form(status: int = 200, *, error: str = "", notice: str = "",
         error=error, notice=notice,
         email=fields.email if fields else "", name=fields.name if fields else "",
         chosen=fields.sections if fields else [],
-        next=fields.next if fields and origin_of(fields.next) in state.origins else "",
+        next=_allowed_next(fields.next) if fields else "",
         sections=state.settings.sections, form_token=tokens.form_token(state.settings),
     )
 
@@ -682,7 +695,7 @@ def _verified_payload() -> Any:
         raise _WebhookRejected(401, str(exc)) from None
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise _WebhookRejected(400, "the body is not JSON") from None
 
 
@@ -809,7 +822,8 @@ def _routes(app: Flask) -> None:
 
 def render_form_snippet(settings: Settings, *, next_url: str = "") -> str:
     """The HTML sign-up form a publication pastes into its own pages (``digest form``)."""
-    if next_url and origin_of(next_url) not in allowed_origins(settings):
+    if next_url and (_UNSAFE_URL_CHARS.search(next_url)
+                     or origin_of(next_url) not in allowed_origins(settings)):
         raise InputError(
             f"--next {next_url!r} is not on an allowed origin; add "
             f"{origin_of(next_url) or 'its origin'} to allowed_origins first"
