@@ -126,8 +126,10 @@ def build_preview(
     return Preview(content, compiled, recipient, body_html, body_text)
 
 
-def summary_lines(preview: Preview) -> list[str]:
-    """What an editor wants to know before sending: counts per section, size, margin."""
+def summary_lines(preview: Preview, settings: Settings) -> list[str]:
+    """What an editor wants to know before sending: counts per section, size, margin,
+    and the pre-send check's errors and warnings."""
+    from digest.checks import check_issue
     from digest.render import GMAIL_CLIP_BYTES
 
     content, report = preview.content, preview.compiled.report
@@ -142,6 +144,9 @@ def summary_lines(preview: Preview) -> list[str]:
         f"clip limit), text {len(preview.text.encode()):,} bytes"
     )
     lines.extend(report.describe())
+    check = check_issue(preview.compiled, preview.content, settings)
+    lines.extend(f"error: {m}" for m in check.errors)
+    lines.extend(f"warning: {m}" for m in check.warnings)
     return lines
 
 

@@ -88,6 +88,17 @@ def test_preview_html_goes_to_stdout_with_summary_on_stderr(
     assert result.stdout.lstrip().lower().startswith("<!doctype html")
 
 
+def test_preview_summary_carries_the_checks_warnings(
+    runner: CliRunner, env: dict[str, str]
+) -> None:
+    """An editor sees what `digest check` would say without running it separately."""
+    plain_http = {**env, "DIGEST_BASE_URL": "http://news.example.org"}
+    result = runner.invoke(main, ["preview", "--week", WEEK, "--format", "text"], env=plain_http)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "http://" in result.stderr
+    assert "warning:" not in result.stdout
+
+
 def test_preview_text_mjml_and_eml_formats(
     runner: CliRunner, env: dict[str, str], tmp_path: Path
 ) -> None:

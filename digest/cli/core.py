@@ -169,7 +169,7 @@ def demo(app: AppContext, no_send: bool) -> None:
     html_path.write_text(preview.html, encoding="utf-8")
     text_path.write_text(preview.text, encoding="utf-8")
     click.echo("")
-    for line in summary_lines(preview):
+    for line in summary_lines(preview, settings):
         click.echo(line)
     click.echo(f"Preview written to {html_path} and {text_path}")
     if no_send:
@@ -183,14 +183,10 @@ def _demo_send(app: AppContext, week: str) -> None:
     from digest.sending import send_issue
 
     settings = app.settings
-    def show(report: Any) -> None:
-        for line in report.lines():
-            click.echo(line)
-
-    # The demo serves its links from http://127.0.0.1, which the check warns about; a real
-    # publication's base_url is https. Errors still stop the send.
-    summary = send_issue(app.db, settings, parse_week(week, settings.tz), force=True,
-                         on_check=show)
+    # The demo serves its links from http://127.0.0.1, which the check warns about (the
+    # preview summary above showed it); a real publication's base_url is https. Errors
+    # still stop the send.
+    summary = send_issue(app.db, settings, parse_week(week, settings.tz), force=True)
     click.echo("")
     if not summary.created and not summary.sent_now:
         click.echo(f"Issue {summary.number} ({summary.label}) was already sent; nothing to do.")

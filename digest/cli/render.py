@@ -109,7 +109,7 @@ def preview(app: AppContext, week: str | None, since: str | None, until: str | N
 
     result = build()
     data = result.output(fmt, app.settings)
-    for line in summary_lines(result):
+    for line in summary_lines(result, app.settings):
         click.echo(line, err=True)
     if out is not None:
         out.write_bytes(data)
