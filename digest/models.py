@@ -193,7 +193,8 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
-        Index("ix_deliveries_claim", "issue_id", "status", "next_attempt_at"),
+        # The claim query walks this in id order (store.outbox._claimable_ids).
+        Index("ix_deliveries_claim", "issue_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

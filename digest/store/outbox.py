@@ -19,7 +19,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     bindparam,
     cast,
     func,
@@ -141,15 +140,31 @@ def create_deliveries(session: Session, issue_id: int, *, domain: str, now: date
 # ------------------------------------------------------------------------------ claims
 
 
-def _claimable(issue_id: int, now: datetime) -> ColumnElement[bool]:
-    """Pending rows that are due, and in-flight rows whose lease has run out."""
-    return and_(
-        Delivery.issue_id == issue_id,
-        or_(
-            and_(Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
-            and_(Delivery.status == DeliveryStatus.INFLIGHT, Delivery.lease_expires_at <= now),
-        ),
-    )
+def _claimable_ids(
+    session: Session, issue_id: int, now: datetime, limit: int
+) -> list[int]:
+    """Up to limit claimable row ids: in-flight rows whose lease ran out, then due pending rows.
+
+    Two queries rather than one with OR: each walks ``ix_deliveries_claim`` (issue, status,
+    id) in id order and stops after limit rows, so a claim costs the same at 80,000 rows as
+    at 5,000. With the OR, SQLite read and sorted the issue's whole outbox on every claim.
+    """
+    ids: list[int] = []
+    for status, ready in (
+        (DeliveryStatus.INFLIGHT, Delivery.lease_expires_at <= now),
+        (DeliveryStatus.PENDING, Delivery.next_attempt_at <= now),
+    ):
+        if len(ids) >= limit:
+            break
+        pick = (
+            select(Delivery.id)
+            .where(Delivery.issue_id == issue_id, Delivery.status == status, ready)
+            .order_by(Delivery.id)
+            .limit(limit - len(ids))
+            .with_for_update(skip_locked=True)
+        )
+        ids.extend(session.scalars(pick))
+    return ids
 
 
 def claim_batch(
@@ -163,14 +178,7 @@ def claim_batch(
     IMMEDIATE) already serialises claims. Attempts are counted at claim time, so a message
     that kills its sender every time still runs out of attempts.
     """
-    pick = (
-        select(Delivery.id)
-        .where(_claimable(issue_id, now))
-        .order_by(Delivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    ids = list(session.scalars(pick))
+    ids = _claimable_ids(session, issue_id, now, limit)
     if not ids:
         return []
     claimed = session.execute(

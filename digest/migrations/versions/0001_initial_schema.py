@@ -129,7 +129,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_id', name=op.f('uq_deliveries_message_id'))
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.create_index('ix_deliveries_claim', ['issue_id', 'status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_deliveries_claim', ['issue_id', 'status', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_deliveries_subscriber_id'), ['subscriber_id'], unique=False)
 
     op.create_table('issue_articles',
