@@ -111,12 +111,19 @@ def demo(app: AppContext, no_send: bool) -> None:
     from digest.sample_data import sample_articles, sample_subscribers
 
     config_path = Path(DEFAULT_CONFIG_FILE)
-    if app.loaded.sources["database_url"] == "default" and not config_path.exists() and all(
-        source == "default" for source in app.loaded.sources.values()
-    ):
+    from_file = any(
+        source not in ("default", "command line") and not source.startswith("env ")
+        for source in app.loaded.sources.values()
+    )
+    if not from_file and not config_path.exists():
         config_path.write_text(DEMO_CONFIG.format(secret=secrets.token_urlsafe(32)))
         click.echo(f"Wrote demo settings to {config_path}")
-        app.loaded = load_settings(config_path)
+        # Environment variables and --db still win over the demo file.
+        cli_db = app.loaded.sources["database_url"] == "command line"
+        app.loaded = load_settings(
+            config_path,
+            overrides={"database_url": app.settings.database_url if cli_db else None},
+        )
     settings = app.settings
     if not settings.secret_key:
         raise ConfigError(
