@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WEEK = "2025-W47"
-SECTIONS = ("World", "Tech")
+SECTIONS = ("World", "Tech", "Science")  # as bench_send.seed writes them
 SECRET = "bench-memory-secret-0123456789"
 BASE_URL = "https://news.example.org"
 #: Upper bound on one child process (seeding or sending), in seconds.
@@ -48,35 +48,18 @@ def seed(db_path: Path, subscribers: int, articles: int) -> None:
 
     Runs in its own process (--seed), so the parent's RSS stays small.
     """
+    # bench_send.seed fills the database the same way the send benchmark does.
     sys.path.insert(0, str(ROOT))
-    from datetime import timedelta
-
-    from sqlalchemy import insert
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_send import seed as seed_database
 
     from digest.config import Settings
     from digest.db import Database
     from digest.issues import parse_week
-    from digest.models import Article, Subscriber
 
     db = Database(f"sqlite:///{db_path}")
     try:
-        window = parse_week(WEEK, Settings().tz)
-        with db.write() as session:
-            session.execute(insert(Article), [
-                {"url": f"https://news.example.org/story-{i}", "title": f"Story number {i}",
-                 "section": SECTIONS[i % len(SECTIONS)],
-                 "published_at": window.start + timedelta(hours=i + 1),
-                 "dek": "A two-line standfirst that says what happened and why it matters.",
-                 "summary": "Summary."}
-                for i in range(articles)
-            ])
-        for start in range(0, subscribers, 10_000):
-            with db.write() as session:
-                session.execute(insert(Subscriber), [
-                    {"email": f"reader{i}@example.com", "email_key": f"reader{i}@example.com",
-                     "name": f"Reader {i}", "status": "active", "sections": []}
-                    for i in range(start, min(subscribers, start + 10_000))
-                ])
+        seed_database(db, parse_week(WEEK, Settings().tz), subscribers, articles)
     finally:
         db.dispose()
 
