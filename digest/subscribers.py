@@ -127,11 +127,20 @@ def clean_name(value: str, max_length: int = NAME_MAX) -> str:
     return " ".join(_UNSAFE_CHARS.sub(" ", value).split())[:max_length].strip()
 
 
+#: Most section names one subscriber may choose.
+MAX_SECTIONS = 100
+
+
 def resolve_sections(values: Iterable[str], known: Sequence[str]) -> list[str]:
     """Map section names to their configured spelling; InputError for unknown ones.
 
     With no sections configured any name is accepted. An empty list means "every section".
+    A choice longer than MAX_SECTIONS is refused: no reader picks that many, and a public
+    form must not let one request make the server work through thousands.
     """
+    values = list(values)
+    if len(values) > MAX_SECTIONS:
+        raise InputError(f"too many sections ({len(values)}); choose at most {MAX_SECTIONS}")
     lookup = {name.lower(): name for name in known}
     out: list[str] = []
     seen: set[str] = set()  # a list lookup made a long free-form list quadratic
