@@ -20,10 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, text
-
 from digest import subscribers
 from digest.db import Database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_send import fresh_database
 
 SECTIONS = ("Science", "Arts", "World", "Local")
 # A realistic spread: a few big providers, a long tail of small domains.
@@ -44,17 +45,6 @@ def write_csv(path: Path, rows: int, seed: int = 1) -> None:
             address = f"{local}@{domain}" if rng.random() > 0.03 else f"{local}@@{domain}"
             chosen = rng.sample(SECTIONS, rng.randrange(3))
             writer.writerow([address, f"{first.title()} Reader {i}", ";".join(chosen)])
-
-
-def reset(url: str, folder: Path) -> str:
-    if url.startswith("sqlite"):
-        return f"sqlite:///{folder / 'bench.db'}"
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        conn.execute(text("CREATE SCHEMA public"))
-    engine.dispose()
-    return url
 
 
 def run(url: str, path: Path, rows: int) -> None:
@@ -86,7 +76,8 @@ def main() -> None:
         path = folder / "subscribers.csv"
         write_csv(path, args.rows)
         print(f"CSV: {args.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB")
-        run(reset(args.db, folder), path, args.rows)
+        url = None if args.db.startswith("sqlite") else args.db
+        run(fresh_database(url, folder, "bench"), path, args.rows)
 
 
 if __name__ == "__main__":
