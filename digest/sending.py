@@ -1012,26 +1012,25 @@ def issue_details(db: Database, ref: str, *, errors: int = 10,
         )
 
 
-def pause_issue(db: Database, ref: str) -> IssueRef:
-    """Pause a sending issue; running senders stop after their current batch."""
+def _move_issue(db: Database, ref: str, to: IssueStatus, only_from: IssueStatus) -> IssueRef:
+    """Change an issue's status if it is in only_from; SendError naming both otherwise."""
     issue = lookup_issue(db, ref)
     with db.write() as session:
-        if not outbox.set_issue_status(session, issue.id, IssueStatus.PAUSED,
-                                       only_from=(IssueStatus.SENDING,)):
+        if not outbox.set_issue_status(session, issue.id, to, only_from=(only_from,)):
             raise SendError(f"issue {issue.number} ({issue.label}) is {issue.status}, "
-                            "not sending; only a sending issue can be paused")
-    return issue._replace(status=IssueStatus.PAUSED)
+                            f"not {only_from}; only a {only_from} issue can be "
+                            f"{'paused' if to == IssueStatus.PAUSED else 'resumed'}")
+    return issue._replace(status=to)
+
+
+def pause_issue(db: Database, ref: str) -> IssueRef:
+    """Pause a sending issue; running senders stop after their current batch."""
+    return _move_issue(db, ref, IssueStatus.PAUSED, IssueStatus.SENDING)
 
 
 def resume_issue(db: Database, ref: str) -> IssueRef:
     """Let a paused issue be sent again (by the next digest send)."""
-    issue = lookup_issue(db, ref)
-    with db.write() as session:
-        if not outbox.set_issue_status(session, issue.id, IssueStatus.SENDING,
-                                       only_from=(IssueStatus.PAUSED,)):
-            raise SendError(f"issue {issue.number} ({issue.label}) is {issue.status}, "
-                            "not paused; only a paused issue can be resumed")
-    return issue._replace(status=IssueStatus.SENDING)
+    return _move_issue(db, ref, IssueStatus.SENDING, IssueStatus.PAUSED)
 
 
 def cancel_issue(db: Database, ref: str) -> tuple[IssueRef, int]:
