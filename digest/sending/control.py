@@ -1,0 +1,208 @@
+"""Issue control: find, create, list, inspect, pause, resume and cancel an issue's send."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from digest.config import Settings
+from digest.db import Database
+from digest.errors import (
+    DigestError,
+    InputError,
+    NotFoundError,
+    SendError,
+)
+from digest.issues import (
+    IssueContent,
+    Window,
+    content_of,
+    freeze_issue,
+)
+from digest.models import Issue, IssueStatus, utcnow
+from digest.render import Renderer
+from digest.sending.results import SendSummary
+from digest.store import issues as issue_store
+from digest.store import outbox
+
+_WEEK_LABEL = re.compile(r"^\d{4}-W\d{2}$")
+
+def message_id_domain(settings: Settings) -> str:
+    """The domain in generated Message-IDs: the DKIM domain, else the From address's."""
+    domain = settings.dkim_domain.strip() or settings.from_email.rpartition("@")[2].strip()
+    domain = domain.rstrip(">").strip() or "localhost"
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", domain):
+        raise InputError(f"cannot make Message-IDs for domain {domain!r}: check from_email")
+    return domain
+
+
+
+
+
+class IssueRef(NamedTuple):
+    """An issue's identity and status, detached from any session."""
+
+    id: int
+    number: int
+    label: str
+    status: str
+    window_start: datetime
+    window_end: datetime
+
+
+def ref_of(issue: Issue) -> IssueRef:
+    return IssueRef(issue.id, issue.number, issue.label, issue.status, issue.window_start,
+                    issue.window_end)
+
+
+def find_issue(session: Session, window: Window) -> Issue | None:
+    """The issue for this window, or for the same ISO week label (never two for one week)."""
+    issue = issue_store.issue_for_window(session, window.start, window.end)
+    if issue is None and _WEEK_LABEL.match(window.label):
+        issue = issue_store.issue_by_label(session, window.label)
+    return issue
+
+
+def lookup_issue(db: Database, ref: str) -> IssueRef:
+    """An issue by label (2025-W47) or number; NotFoundError says how to list them."""
+    with db.read() as session:
+        issue = issue_store.issue_by_label(session, ref.strip())
+        if issue is None:
+            raise NotFoundError(f"no issue {ref!r}; run `digest issues` to list them")
+        return ref_of(issue)
+
+
+def create_issue(
+    db: Database, settings: Settings, window: Window, content: IssueContent, *,
+    now: datetime | None = None,
+) -> tuple[IssueRef, bool]:
+    """Freeze the issue and create one delivery per active subscriber, in one transaction.
+
+    Returns (issue, created). If another process created the issue for this window first
+    (the unique window or number constraint fires), its issue is returned instead.
+    """
+    domain = message_id_domain(settings)
+    for _ in range(5):
+        try:
+            with db.write() as session:
+                existing = find_issue(session, window)
+                if existing is not None:
+                    return ref_of(existing), False
+                issue = freeze_issue(session, content)
+                outbox.create_deliveries(session, issue.id, domain=domain, now=now or utcnow())
+                return ref_of(issue), True
+        except IntegrityError:
+            # Lost a race with another `digest send`: read what it created.
+            time.sleep(random.uniform(0.05, 0.2))
+    raise SendError("could not create the issue: another process keeps creating issues; retry")
+
+
+
+def summarise(db: Database, issue: IssueRef) -> SendSummary:
+    """The state of an issue's send, without sending anything."""
+    with db.read() as session:
+        status, _, _ = outbox.issue_status(session, issue.id)
+        counts = outbox.counts(session, issue.id)
+        retry_count, retry_after = outbox.next_retry(session, issue.id)
+    return SendSummary(
+        issue_id=issue.id, number=issue.number, label=issue.label, status=status, counts=counts,
+        retry_count=retry_count, retry_after=retry_after,
+        stopped=status if status in (IssueStatus.PAUSED, IssueStatus.CANCELLED) else None,
+    )
+
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class IssueDetails:
+    """``digest issues show``: an issue, its counts, its senders and its latest errors."""
+
+    issue: IssueRef
+    subject: str
+    created_at: datetime
+    sent_at: datetime | None
+    counts: outbox.Counts
+    senders: list[tuple[str, datetime | None, int]]
+    errors: list[tuple[str, int, int | None, str]]  # (email, attempts, code, reply)
+    retry_after: datetime | None
+    lease_owner: str | None = None
+
+
+def list_issues(db: Database) -> list[tuple[IssueRef, outbox.Counts]]:
+    """Every issue, newest first, with its delivery counts."""
+    with db.read() as session:
+        issues = issue_store.list_issues(session)
+        counts = outbox.all_counts(session)
+        return [(ref_of(i), counts.get(i.id, outbox.Counts())) for i in issues]
+
+
+def issue_details(db: Database, ref: str, *, errors: int = 10,
+                  settings: Settings | None = None) -> IssueDetails:
+    """Everything ``digest issues show`` prints about one issue.
+
+    With settings, an issue without a subject override shows the subject readers get.
+    """
+    found = lookup_issue(db, ref)
+    with db.read() as session:
+        issue = session.get_one(Issue, found.id)
+        subject = issue.subject
+        if not subject and settings is not None:
+            try:
+                subject = Renderer(settings).compile(content_of(session, issue), None).subject
+            except DigestError:
+                subject = ""
+        return IssueDetails(
+            issue=found,
+            subject=subject,
+            created_at=issue.created_at,
+            sent_at=issue.sent_at,
+            counts=outbox.counts(session, issue.id),
+            senders=outbox.claim_owners(session, issue.id),
+            errors=[(d.email, d.attempts, d.last_code, d.last_reply)
+                    for d in outbox.last_errors(session, issue.id, errors)],
+            retry_after=outbox.next_retry(session, issue.id)[1],
+            lease_owner=issue.lease_owner,
+        )
+
+
+def _move_issue(db: Database, ref: str, to: IssueStatus, only_from: IssueStatus) -> IssueRef:
+    """Change an issue's status if it is in only_from; SendError naming both otherwise."""
+    issue = lookup_issue(db, ref)
+    with db.write() as session:
+        if not outbox.set_issue_status(session, issue.id, to, only_from=(only_from,)):
+            raise SendError(f"issue {issue.number} ({issue.label}) is {issue.status}, "
+                            f"not {only_from}; only a {only_from} issue can be "
+                            f"{'paused' if to == IssueStatus.PAUSED else 'resumed'}")
+    return issue._replace(status=to)
+
+
+def pause_issue(db: Database, ref: str) -> IssueRef:
+    """Pause a sending issue; running senders stop after their current batch."""
+    return _move_issue(db, ref, IssueStatus.PAUSED, IssueStatus.SENDING)
+
+
+def resume_issue(db: Database, ref: str) -> IssueRef:
+    """Let a paused issue be sent again (by the next digest send)."""
+    return _move_issue(db, ref, IssueStatus.SENDING, IssueStatus.PAUSED)
+
+
+def cancel_issue(db: Database, ref: str) -> tuple[IssueRef, int]:
+    """Cancel an unfinished issue for good: its pending rows become skipped."""
+    issue = lookup_issue(db, ref)
+    with db.write() as session:
+        if not outbox.set_issue_status(
+            session, issue.id, IssueStatus.CANCELLED,
+            only_from=(IssueStatus.SENDING, IssueStatus.PAUSED),
+        ):
+            raise SendError(f"issue {issue.number} ({issue.label}) is {issue.status}; "
+                            "only a sending or paused issue can be cancelled")
+        skipped = outbox.skip_unsent(session, issue.id, "issue cancelled")
+    return issue._replace(status=IssueStatus.CANCELLED), skipped

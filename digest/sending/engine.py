@@ -1,0 +1,358 @@
+"""The send loop: claim a batch of deliveries, hand it to the backend, record the results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import NamedTuple
+
+from digest import subscribers
+from digest.config import Settings
+from digest.db import Database
+from digest.errors import (
+    InputError,
+    LockedError,
+    SendError,
+)
+from digest.issues import (
+    IssueContent,
+    content_of,
+)
+from digest.mail.base import BaseBackend, Outcome, OutgoingMessage, SendResult
+from digest.message import DkimSigner, MessageTemplate
+from digest.models import DeliveryStatus, Issue, IssueStatus, SubscriberStatus, utcnow
+from digest.personalise import Recipient
+from digest.preview import archive_url
+from digest.ratelimit import RateLimiter
+from digest.render import Renderer
+from digest.sending.control import IssueRef
+from digest.sending.policy import is_bounce, retry_delay
+from digest.sending.results import Progress, SendSummary
+from digest.sending.workers import describe_owner, owner_is_dead, worker_name
+from digest.store import outbox
+from digest.tokens import preferences_url, unsubscribe_url
+
+#: How long the send loop waits for retries or leases that fall due soon, before it exits
+#: and leaves them to the next run.
+DEFAULT_RETRY_WAIT = 10.0
+#: How long a second sender on SQLite waits for the issue lease before giving up.
+DEFAULT_LOCK_WAIT = 5.0
+# Bound on consecutive waits that found nothing to claim, so the loop always stops.
+_MAX_IDLE_ROUNDS = 200
+
+
+
+
+class ReaderKey(NamedTuple):
+    id: int
+    email_key: str
+
+
+class Sender:
+    """Delivers one issue's outbox through one backend: claim, send, record, repeat."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        backend: BaseBackend,
+        *,
+        rate: float | None = None,
+        worker_id: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        retry_wait: float = DEFAULT_RETRY_WAIT,
+        lock_wait: float = DEFAULT_LOCK_WAIT,
+        renderer: Renderer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.backend = backend
+        self.owner = worker_name(worker_id)
+        self.on_progress = on_progress
+        self.retry_wait = retry_wait
+        self.lock_wait = lock_wait
+        self.renderer = renderer or Renderer(settings)
+        self.signer = DkimSigner.from_settings(settings)
+        self._sleep = sleep
+        rate = rate if rate is not None else (settings.send_rate or None)
+        self.limiter = RateLimiter(db, rate, max_chunk=settings.send_inflight) if rate else None
+        self.batch_size = max(1, min(settings.send_inflight, settings.send_batch))
+        if rate:
+            # Keep one batch well inside the lease, however slow the rate.
+            self.batch_size = max(1, min(self.batch_size,
+                                         int(rate * settings.send_lease_seconds / 4)))
+        self._templates: dict[frozenset[str] | None, MessageTemplate | None] = {}
+        self._content: IssueContent | None = None
+
+    # ---- templates
+
+    def template(self, content: IssueContent, sections: Sequence[str]) -> MessageTemplate | None:
+        """The MessageTemplate for a section choice (None: nothing in those sections), cached."""
+        if content is not self._content:
+            self._templates.clear()
+            self._content = content
+        variant = self.renderer.variant_key(content, sections)
+        if variant not in self._templates:
+            compiled = self.renderer.compile(content, variant)
+            self._templates[variant] = None if compiled.is_empty else MessageTemplate(
+                compiled.subject, compiled.html, compiled.text, self.settings, signer=self.signer
+            )
+        return self._templates[variant]
+
+    def recipient(self, row: outbox.ClaimedDelivery, label: str) -> Recipient:
+        """The personal values of one reader."""
+        key = ReaderKey(row.subscriber_id or 0, row.email_key)
+        return Recipient(
+            email=row.email,
+            name=row.name,
+            unsubscribe_url=unsubscribe_url(self.settings, key),
+            preferences_url=preferences_url(self.settings, key),
+            view_url=archive_url(self.settings, label),
+        )
+
+    # ---- the loop
+
+    def run(self, issue: IssueRef) -> SendSummary:
+        """Send every claimable row of the issue; stop when none is due soon, or on pause."""
+        with self.db.read() as session:
+            content = content_of(session, session.get_one(Issue, issue.id))
+        started = time.monotonic()
+        with self.db.read() as session:
+            start_counts = outbox.counts(session, issue.id)
+        tally = _Tally()
+        stopped: str | None = None
+        holds_lease = False
+        try:
+            if self.db.is_sqlite:
+                self._take_issue_lease(issue)
+                holds_lease = True
+            self._release_dead_claims(issue)
+            idle = 0
+            while True:
+                now = utcnow()
+                with self.db.write() as session:
+                    status, _, _ = outbox.issue_status(session, issue.id)
+                    if status != IssueStatus.SENDING:
+                        stopped = status
+                        break
+                    if holds_lease and not outbox.take_issue_lease(
+                        session, issue.id, self.owner, now=now,
+                        until=outbox.lease_for(self.settings.send_lease_seconds, now),
+                    ):
+                        raise LockedError(
+                            f"lost the send lease of issue {issue.number} to another digest "
+                            "send (this one stalled longer than send_lease_seconds); exiting"
+                        )
+                    rows = outbox.claim_batch(
+                        session, issue.id, self.owner, limit=self.batch_size, now=now,
+                        lease_until=outbox.lease_for(self.settings.send_lease_seconds, now),
+                    )
+                if rows:
+                    idle = 0
+                    self._deliver(issue, content, rows, tally)
+                    self._progress(issue, start_counts, tally, started)
+                    continue
+                with self.db.read() as session:
+                    due = outbox.next_due(session, issue.id)
+                wait = (due - utcnow()).total_seconds() if due is not None else None
+                if wait is None or wait > self.retry_wait or idle >= _MAX_IDLE_ROUNDS:
+                    break
+                idle += 1
+                # Wake up at least twice per lease, to renew it.
+                self._sleep(min(max(wait, 0.02), self.settings.send_lease_seconds / 2))
+            if stopped == IssueStatus.CANCELLED:
+                with self.db.write() as session:
+                    outbox.skip_unsent(session, issue.id, "issue cancelled")
+        finally:
+            if holds_lease:
+                with self.db.write() as session:
+                    outbox.release_issue_lease(session, issue.id, self.owner)
+        return self._summary(issue, tally, stopped, started)
+
+    def _take_issue_lease(self, issue: IssueRef) -> None:
+        """SQLite: become the issue's only sender, waiting up to lock_wait for another."""
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            now = utcnow()
+            until = outbox.lease_for(self.settings.send_lease_seconds, now)
+            with self.db.write() as session:
+                if outbox.take_issue_lease(session, issue.id, self.owner, now=now, until=until):
+                    return
+                _, holder, _ = outbox.issue_status(session, issue.id)
+                if owner_is_dead(holder) and outbox.take_issue_lease(
+                    session, issue.id, self.owner, now=now, until=until, steal_from=holder
+                ):
+                    return
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"another digest send ({describe_owner(holder)}) is sending issue "
+                    f"{issue.number} ({issue.label}); exiting"
+                )
+            self._sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+
+    def _release_dead_claims(self, issue: IssueRef) -> None:
+        """Rows claimed by a sender that died on this host are re-sent now, not after the lease."""
+        with self.db.read() as session:
+            owners = outbox.claim_owners(session, issue.id)
+        dead = [owner for owner, _, _ in owners if owner != self.owner and owner_is_dead(owner)]
+        if dead:
+            with self.db.write() as session:
+                for owner in dead:
+                    outbox.release_owner(session, issue.id, owner, now=utcnow())
+
+    def _deliver(
+        self, issue: IssueRef, content: IssueContent, rows: list[outbox.ClaimedDelivery],
+        tally: _Tally,
+    ) -> None:
+        """Hand one claimed batch to the backend and record every result in one transaction."""
+        skipped: list[tuple[int, str]] = []
+        results: list[outbox.ResultRow] = []
+        messages: list[OutgoingMessage] = []
+        claimed: dict[str, outbox.ClaimedDelivery] = {}
+        for row in rows:
+            if row.subscriber_status != SubscriberStatus.ACTIVE:
+                why = row.subscriber_status or "erased"
+                skipped.append((row.id, f"subscriber is {why}"))
+                continue
+            template = self.template(content, row.sections)
+            if template is None:
+                skipped.append((row.id, "no articles in the reader's sections this issue"))
+                continue
+            try:
+                message = template.build_outgoing(self.recipient(row, issue.label), row.message_id)
+            except InputError as exc:
+                # An address or link that cannot go into a header: no retry will fix it.
+                results.append(outbox.ResultRow(row.id, DeliveryStatus.FAILED, None, str(exc)))
+                tally.failed += 1
+                continue
+            messages.append(message)
+            claimed[message.message_id] = row
+
+        sent: list[SendResult] = []
+        try:
+            step = self.limiter.chunk if self.limiter else len(messages) or 1
+            for start in range(0, len(messages), step):
+                chunk = messages[start:start + step]
+                if self.limiter:
+                    self.limiter.acquire(len(chunk))
+                chunk_results = self.backend.send_messages(chunk)
+                if len(chunk_results) != len(chunk):
+                    raise SendError(
+                        f"mail backend {self.backend.name!r} returned {len(chunk_results)} "
+                        f"results for {len(chunk)} messages"
+                    )
+                sent.extend(chunk_results)
+        finally:
+            # Also on Ctrl-C or a backend bug: keep what is known, and let the next run
+            # re-send the uncertain rest at once (same Message-IDs) instead of after the lease.
+            uncertain = [claimed[m.message_id].id for m in messages[len(sent):]]
+            self._record(claimed, sent, results, skipped, uncertain, tally)
+
+    def _record(
+        self,
+        claimed: dict[str, outbox.ClaimedDelivery],
+        sent: Sequence[SendResult],
+        results: list[outbox.ResultRow],
+        skipped: list[tuple[int, str]],
+        uncertain: list[int],
+        tally: _Tally,
+    ) -> None:
+        now = utcnow()
+        bounced: list[outbox.ClaimedDelivery] = []
+        for result in sent:
+            row = claimed[result.message_id]
+            reply = (f"{result.code} " if result.code else "") + result.text
+            if result.outcome is Outcome.SENT:
+                results.append(outbox.ResultRow(row.id, DeliveryStatus.SENT, result.code, reply))
+                tally.sent += 1
+            elif (
+                result.outcome is Outcome.TEMPORARY
+                and row.attempts < self.settings.send_max_attempts
+            ):
+                when = now + timedelta(seconds=retry_delay(self.settings, row.attempts))
+                results.append(
+                    outbox.ResultRow(row.id, DeliveryStatus.PENDING, result.code, reply, when)
+                )
+                tally.retry += 1
+            else:
+                if result.outcome is Outcome.TEMPORARY:
+                    reply = f"gave up after {row.attempts} attempts: {reply}"
+                results.append(outbox.ResultRow(row.id, DeliveryStatus.FAILED, result.code, reply))
+                tally.failed += 1
+                if (
+                    result.outcome is Outcome.PERMANENT
+                    and row.subscriber_id is not None
+                    and is_bounce(result.code, result.text)
+                ):
+                    bounced.append(row)
+        tally.skipped += len(skipped)
+        with self.db.write() as session:
+            outbox.record_results(session, self.owner, results, now=now)
+            for reason in {why for _, why in skipped}:
+                outbox.skip_deliveries(
+                    session, self.owner, [i for i, why in skipped if why == reason], reason
+                )
+            if uncertain:
+                outbox.expire_claims(session, uncertain, self.owner, now=now)
+            for row in bounced:
+                # The address does not exist: suppress it, so it is not re-imported either.
+                try:
+                    subscribers.suppress(session, row.email, SubscriberStatus.BOUNCED, now)
+                except InputError:
+                    outbox.mark_bounced(session, [row.subscriber_id or 0], now=now)
+                tally.bounced += 1
+
+    def _progress(self, issue: IssueRef, base: outbox.Counts, tally: _Tally,
+                  started: float) -> None:
+        if self.on_progress is None:
+            return
+        pending = max(0, base.unfinished - tally.sent - tally.failed - tally.skipped)
+        self.on_progress(
+            Progress(
+                number=issue.number,
+                label=issue.label,
+                sent=base.sent + tally.sent,
+                failed=base.failed + tally.failed,
+                pending=pending,
+                total=base.total,
+                sent_now=tally.sent,
+                elapsed=time.monotonic() - started,
+            )
+        )
+
+    def _summary(self, issue: IssueRef, tally: _Tally, stopped: str | None,
+                 started: float) -> SendSummary:
+        now = utcnow()
+        with self.db.write() as session:
+            outbox.finish_issue(session, issue.id, now=now)
+        with self.db.read() as session:
+            status, _, _ = outbox.issue_status(session, issue.id)
+            counts = outbox.counts(session, issue.id)
+            retry_count, retry_after = outbox.next_retry(session, issue.id)
+        return SendSummary(
+            issue_id=issue.id,
+            number=issue.number,
+            label=issue.label,
+            status=status,
+            counts=counts,
+            sent_now=tally.sent,
+            failed_now=tally.failed,
+            retry_now=tally.retry,
+            bounced_now=tally.bounced,
+            retry_count=retry_count,
+            retry_after=retry_after,
+            stopped=stopped if stopped in (IssueStatus.PAUSED, IssueStatus.CANCELLED) else None,
+            elapsed=time.monotonic() - started,
+        )
+
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    failed: int = 0
+    retry: int = 0
+    skipped: int = 0
+    bounced: int = 0

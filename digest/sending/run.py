@@ -1,0 +1,323 @@
+"""Entry points of a send: prepare and gate an issue, send it, dry-run it, or send one test copy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from digest.checks import CheckReport, check_issue
+from digest.config import Settings
+from digest.db import Database
+from digest.errors import (
+    CheckFailed,
+    InputError,
+    SendError,
+)
+from digest.issues import (
+    IssueContent,
+    Window,
+    content_of,
+    select_issue,
+    window_for,
+)
+from digest.mail.base import BaseBackend, SendResult
+from digest.message import DkimSigner, MessageTemplate, make_message_id
+from digest.models import IssueStatus, SubscriberStatus
+from digest.personalise import Recipient
+from digest.preview import archive_url, sample_reader
+from digest.render import Renderer
+from digest.sending.control import (
+    IssueRef,
+    create_issue,
+    find_issue,
+    message_id_domain,
+    ref_of,
+    summarise,
+)
+from digest.sending.engine import DEFAULT_LOCK_WAIT, DEFAULT_RETRY_WAIT, ReaderKey, Sender
+from digest.sending.results import Progress, SendSummary
+from digest.store import issues as issue_store
+from digest.store import outbox
+from digest.store import subscribers as subscriber_store
+from digest.tokens import preferences_url, unsubscribe_url
+
+
+def gate(report: CheckReport, *, force: bool) -> None:
+    """The send gate: errors always stop a send; warnings stop it unless forced."""
+    if report.errors:
+        raise CheckFailed(
+            "the issue did not pass the check:\n  " + "\n  ".join(report.errors)
+            + "\nfix these and run digest send again"
+        )
+    if report.warnings and not force:
+        raise CheckFailed(
+            "the check has warnings:\n  " + "\n  ".join(report.warnings)
+            + "\nreview them (digest check) and re-run with --force to send anyway"
+        )
+
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class IssueOptions:
+    """Choices for a new issue (ignored when the issue exists already)."""
+
+    include_sent: bool = False
+    intro: str = ""
+    subject: str = ""
+    preheader: str = ""
+
+
+def default_window(db: Database, settings: Settings, *, now: datetime | None = None) -> Window:
+    """What ``digest send`` sends without --week/--since/--until.
+
+    An unfinished (sending) issue first, so a rerun after a crash resumes it; otherwise the
+    window from the end of the last sent issue to now. A paused issue must be resumed or
+    cancelled first, so that it is not silently overtaken by a new one.
+    """
+    with db.read() as session:
+        unfinished = issue_store.unfinished_issues(session)
+        if unfinished:
+            issue = unfinished[0]
+            if issue.status == IssueStatus.PAUSED:
+                raise SendError(
+                    f"issue {issue.number} ({issue.label}) is paused: run `digest issues resume "
+                    f"{issue.label}` and digest send again, or cancel it"
+                )
+            return Window(issue.window_start, issue.window_end, issue.label)
+        return window_for(session, settings, now=now)
+
+
+@dataclass
+class Prepared:
+    """What ``digest send`` found before sending: the issue's content, and whether it exists."""
+
+    window: Window
+    content: IssueContent
+    existing: IssueRef | None
+    report: CheckReport | None = None  # the gate's findings, for a new issue
+    subscribers: int = 0
+
+
+def prepare(
+    db: Database, settings: Settings, window: Window, *, content: IssueContent | None = None,
+    options: IssueOptions | None = None, renderer: Renderer | None = None, check: bool = True,
+) -> Prepared:
+    """Read the window's issue (existing, or the one that would be frozen) and check it."""
+    options = options or IssueOptions()
+    with db.read() as session:
+        existing = find_issue(session, window)
+        if existing is not None:
+            return Prepared(window, content_of(session, existing), ref_of(existing))
+        if content is None:
+            content = select_issue(
+                session, settings, window, include_sent=options.include_sent,
+                intro=options.intro, subject=options.subject, preheader=options.preheader,
+            )
+        subscribers = subscriber_store.count(session, SubscriberStatus.ACTIVE)
+    report = None
+    if check:
+        renderer = renderer or Renderer(settings)
+        report = check_issue(renderer.compile(content, None), content, settings)
+    return Prepared(window, content, None, report, subscribers)
+
+
+def send_issue(
+    db: Database,
+    settings: Settings,
+    window: Window | None = None,
+    *,
+    content: IssueContent | None = None,
+    options: IssueOptions | None = None,
+    backend: BaseBackend | None = None,
+    force: bool = False,
+    check: bool = True,
+    rate: float | None = None,
+    worker_id: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_check: Callable[[CheckReport], None] | None = None,
+    retry_wait: float = DEFAULT_RETRY_WAIT,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+) -> SendSummary:
+    """Create (or resume) the issue for window and deliver it; the library face of digest send.
+
+    A new issue passes the check first (errors always stop it, warnings unless force). The
+    backend is opened before anything is written, so a wrong host or password fails with
+    BackendConfigError and no row. Give window, or content (its window is used).
+    """
+    if window is None:
+        if content is None:
+            raise InputError("send_issue needs a window or the issue content")
+        window = Window(content.window_start, content.window_end, content.label)
+    renderer = Renderer(settings)
+    prepared = prepare(db, settings, window, content=content, options=options,
+                       renderer=renderer, check=check)
+    if prepared.report is not None:
+        if on_check is not None:
+            on_check(prepared.report)
+        gate(prepared.report, force=force)
+    if prepared.existing is not None and prepared.existing.status != IssueStatus.SENDING:
+        return summarise(db, prepared.existing)
+    if prepared.existing is None and prepared.subscribers == 0:
+        # Creating the issue would mark its articles as gone out, to nobody.
+        raise SendError(
+            "there are no active subscribers, so nothing was sent and no issue was created; "
+            "add some with `digest subscribers add` or `digest subscribers import`"
+        )
+    if backend is None:
+        from digest.mail import get_backend
+
+        backend = get_backend(settings)
+    sender = Sender(db, settings, backend, rate=rate, worker_id=worker_id,
+                    on_progress=on_progress, retry_wait=retry_wait, lock_wait=lock_wait,
+                    renderer=renderer)
+    # Building the main template first turns a bad from_email, list_id or DKIM key into an
+    # error before any connection is opened or any row is written.
+    sender.template(prepared.content, ())
+    backend.open()
+    try:
+        created = False
+        issue = prepared.existing
+        if issue is None:
+            issue, created = create_issue(db, settings, window, prepared.content)
+        summary = sender.run(issue)
+    finally:
+        backend.close()
+    if created:
+        summary = replace(summary, created=True)
+    return summary
+
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One section variant in a dry run: who gets it and what it looks like."""
+
+    sections: tuple[str, ...]  # empty: every section
+    subscribers: int
+    subject: str
+    message_bytes: int
+    empty: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What digest send would do, computed without sending or writing anything."""
+
+    number: int
+    label: str
+    window: Window
+    existing: IssueRef | None
+    subscribers: int
+    variants: tuple[Variant, ...]
+    report: CheckReport | None
+    counts: outbox.Counts | None = None
+
+    @property
+    def lines(self) -> list[str]:
+        """Human lines for the CLI."""
+        out = []
+        if self.existing is not None and self.counts is not None:
+            c = self.counts
+            out.append(
+                f"Issue {self.number} ({self.label}) exists ({self.existing.status}): "
+                f"{c.sent} sent, {c.failed} failed, {c.unfinished} pending; a send would "
+                f"deliver the {c.unfinished} pending."
+            )
+        else:
+            out.append(
+                f"Dry run: issue {self.number} ({self.label}) would go to {self.subscribers} "
+                f"subscriber(s) in {len(self.variants)} variant(s); nothing was sent or written."
+            )
+        for v in self.variants:
+            who = ", ".join(v.sections) if v.sections else "all sections"
+            if v.empty:
+                out.append(f"  {v.subscribers:>7}  {who}: nothing to send (skipped)")
+            else:
+                out.append(f"  {v.subscribers:>7}  {who}: “{v.subject}”, "
+                           f"{v.message_bytes / 1024:.1f} KB")
+        return out
+
+
+def dry_run(db: Database, settings: Settings, window: Window, *,
+            content: IssueContent | None = None, options: IssueOptions | None = None) -> DryRun:
+    """Render every section variant in use and count recipients; nothing is sent or written."""
+    renderer = Renderer(settings)
+    prepared = prepare(db, settings, window, content=content, options=options,
+                       renderer=renderer)
+    with db.read() as session:
+        choices = outbox.section_choices(session)
+        counts = outbox.counts(session, prepared.existing.id) if prepared.existing else None
+    by_variant: dict[frozenset[str] | None, tuple[tuple[str, ...], int]] = {}
+    for raw, count in choices:
+        try:
+            sections = [str(s) for s in json.loads(raw) or ()]
+        except ValueError:
+            sections = []
+        key = renderer.variant_key(prepared.content, sections)
+        names, before = by_variant.get(key, (tuple(sorted(sections)) if key else (), 0))
+        by_variant[key] = (names, before + count)
+    sample = sample_reader(settings, prepared.content.label)
+    signer = DkimSigner.from_settings(settings)
+    variants = []
+    for key, (names, count) in sorted(by_variant.items(), key=lambda kv: -kv[1][1]):
+        compiled = renderer.compile(prepared.content, key)
+        size = 0
+        if not compiled.is_empty:
+            template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings,
+                                       signer=signer)
+            size = len(template.build(sample, make_message_id(message_id_domain(settings))))
+        variants.append(Variant(names, count, compiled.subject, size, compiled.is_empty))
+    return DryRun(
+        number=prepared.existing.number if prepared.existing else prepared.content.number,
+        label=prepared.content.label,
+        window=window,
+        existing=prepared.existing,
+        subscribers=sum(v.subscribers for v in variants),
+        variants=tuple(variants),
+        report=prepared.report,
+        counts=counts,
+    )
+
+
+def send_test(
+    db: Database, settings: Settings, window: Window, to: str, *,
+    backend: BaseBackend | None = None, content: IssueContent | None = None,
+    options: IssueOptions | None = None,
+) -> SendResult:
+    """Send one test copy to ``to`` (subject prefixed [TEST]) without recording a delivery.
+
+    The copy is personalised as that subscriber if the address is on the list, else as a
+    sample reader whose links lead nowhere.
+    """
+    prepared = prepare(db, settings, window, content=content, options=options, check=False)
+    key = to.strip().lower()
+    with db.read() as session:
+        person = subscriber_store.get_by_key(session, key)
+        ident = ReaderKey(person.id, person.email_key) if person else ReaderKey(0, key)
+        name = person.name if person else "Sample Reader"
+        sections = list(person.sections or ()) if person else []
+    renderer = Renderer(settings)
+    compiled = renderer.compile(prepared.content, sections)
+    if compiled.is_empty:
+        compiled = renderer.compile(prepared.content, None)
+    template = MessageTemplate("[TEST] " + compiled.subject, compiled.html, compiled.text,
+                               settings)
+    recipient = Recipient(
+        email=to.strip(), name=name,
+        unsubscribe_url=unsubscribe_url(settings, ident),
+        preferences_url=preferences_url(settings, ident),
+        view_url=archive_url(settings, prepared.content.label),
+    )
+    message = template.build_outgoing(recipient, make_message_id(message_id_domain(settings)))
+    if backend is None:
+        from digest.mail import get_backend
+
+        backend = get_backend(settings)
+    with backend:
+        return backend.send_messages([message])[0]
