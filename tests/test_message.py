@@ -23,6 +23,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from digest import message as message_module
+from digest import mime
 from digest.config import Settings
 from digest.errors import ConfigError, InputError
 from digest.message import (
@@ -395,7 +396,7 @@ def assert_qp(encoded: bytes, original: bytes) -> None:
 @hsettings(max_examples=500, deadline=None)
 @given(value=TEXT)
 def test_spliced_values_are_valid_quoted_printable(value: str) -> None:
-    encoded = message_module._qp_value(value)
+    encoded = mime.qp_value(value)
     if value:
         assert encoded.endswith(b"=\r\n")
     assert_qp(encoded, value.encode("utf-8").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
@@ -413,9 +414,9 @@ def test_spliced_values_are_valid_quoted_printable(value: str) -> None:
     "x\ty\t",
 ])
 def test_line_edges_in_spliced_values(value: str) -> None:
-    encoded = message_module._qp_value(value)
+    encoded = mime.qp_value(value)
     assert_qp(encoded, value.encode("utf-8"))
-    chunk = message_module._qp_segment(value + "\n" + value, soft_end=True)
+    chunk = mime.qp_segment(value + "\n" + value, soft_end=True)
     assert_qp(chunk, (value + "\n" + value).encode("utf-8").replace(b"\n", b"\r\n"))
 
 
@@ -425,7 +426,7 @@ def test_literal_chunks_are_valid_quoted_printable(text: str, soft: bool) -> Non
     text = text.replace("\r", "")
     if not soft and not text.endswith("\n"):
         text += "\n"
-    encoded = message_module._qp_segment(text, soft_end=soft)
+    encoded = mime.qp_segment(text, soft_end=soft)
     assert_qp(encoded, text.encode("utf-8").replace(b"\n", b"\r\n"))
 
 
@@ -433,7 +434,7 @@ def test_literal_chunks_are_valid_quoted_printable(text: str, soft: bool) -> Non
 @given(line=st.binary().map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")))
 def test_careful_encoder_handles_any_line(line: bytes) -> None:
     out: list[bytes] = []
-    message_module._qp_careful(line, out)
+    mime._qp_careful(line, out)
     assert_qp(b"".join(out), line)
 
 
