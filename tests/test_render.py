@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import digest.render as render
+import digest.render.renderer as renderer_module
 from digest.config import Settings
 from digest.errors import ConfigError
 from digest.issues import ArticleView, IssueContent, SectionBlock
@@ -437,13 +437,13 @@ def test_compile_runs_once_per_distinct_section_set(
     render_settings: Settings, issue_content: IssueContent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = render.mjml_to_html
+    real = renderer_module.mjml_to_html
 
     def counting(source: str) -> object:
         calls.append(1)
         return real(source)
 
-    monkeypatch.setattr(render, "mjml_to_html", counting)
+    monkeypatch.setattr(renderer_module, "mjml_to_html", counting)
     renderer = Renderer(render_settings)
 
     full = renderer.compile(issue_content)
