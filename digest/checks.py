@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import compat32
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 from digest.config import Settings
+from digest.domains import aligned, domain_of, organisational_domain
+from digest.errors import DigestError
 from digest.issues import IssueContent
 from digest.render import (
     GMAIL_CLIP_BYTES,
@@ -24,24 +29,36 @@ _CODE_SCHEMES = ("javascript:", "vbscript:", "data:text/html")
 _URL_ATTRS = frozenset({"href", "src", "action", "formaction", "background", "poster"})
 
 
+#: The flag that lets an editor send despite overridable errors and warnings.
+OVERRIDE_FLAG = "--force"
+
+
 @dataclass
 class CheckReport:
-    """Sentences for humans: errors block sending, warnings are worth a look, notes inform."""
+    """Sentences for humans: errors block sending, warnings are worth a look, notes inform.
+
+    ``overridable`` errors (the sender's reputation: https unsubscribe, DKIM alignment) fail
+    the check and the send unless the editor overrides them with --force. ``advisories`` are
+    warnings that never block a send: DKIM may be signed at the relay, which digest cannot see.
+    """
 
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    overridable: list[str] = field(default_factory=list)
+    advisories: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when nothing blocks sending."""
-        return not self.errors
+        """True when nothing blocks sending (overridable errors block until overridden)."""
+        return not self.errors and not self.overridable
 
     def lines(self) -> list[str]:
         """Every finding as one line, errors first, for a CLI to print."""
         return (
             [f"error: {m}" for m in self.errors]
-            + [f"warning: {m}" for m in self.warnings]
+            + [f"error: {m} (override with {OVERRIDE_FLAG})" for m in self.overridable]
+            + [f"warning: {m}" for m in self.warnings + self.advisories]
             + [f"note: {m}" for m in self.notes]
         )
 
@@ -82,6 +99,7 @@ def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settin
     """Check a compiled issue variant before sending; errors mean it must not go out."""
     report = CheckReport()
     errors, warnings, notes = report.errors, report.warnings, report.notes
+    check_reputation(compiled, settings, report)
 
     if content.is_empty:
         errors.append("The issue has no articles; import articles or widen the window.")
@@ -198,3 +216,56 @@ def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settin
                 "The text part does not show postal_address; check templates_dir overrides."
             )
     return report
+
+
+def _list_unsubscribe_uris(compiled: CompiledIssue, settings: Settings) -> list[str]:
+    """The URIs of the List-Unsubscribe header the message builder really writes."""
+    from digest.message import MessageTemplate, make_message_id
+
+    template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings)
+    reader = dataclasses.replace(sample_recipient(settings), email="reader@example.com")
+    data = template.build(reader, make_message_id("check.invalid"))
+    header = message_from_bytes(data, policy=compat32).get("List-Unsubscribe", "")
+    # RFC 2369 §2: a comma-separated list of URIs, each in angle brackets.
+    return [part.strip().strip("<>").strip() for part in str(header).split(",") if part.strip()]
+
+
+def check_reputation(compiled: CompiledIssue, settings: Settings, report: CheckReport) -> None:
+    """What would cost the sender's domain the inbox: http unsubscribe links, misaligned DKIM.
+
+    Gmail and Yahoo (since 2024) and Outlook.com (since May 2025) reject bulk mail without
+    https one-click unsubscribe (RFC 8058 §3.1) or with DKIM that does not align with From.
+    """
+    try:
+        uris = _list_unsubscribe_uris(compiled, settings)
+    except DigestError as exc:
+        report.errors.append(f"The message cannot be built: {exc}")
+        return
+    for uri in uris:
+        scheme = urlsplit(uri).scheme.lower()
+        if scheme == "mailto":
+            continue
+        shown = uri if len(uri) <= 60 else uri[:57] + "..."
+        if scheme != "https":
+            report.overridable.append(
+                f"List-Unsubscribe holds {shown}, which is not https; RFC 8058 one-click "
+                "unsubscribe needs an https URL, and Gmail, Yahoo and Outlook.com reject bulk "
+                "mail without it. Set base_url to the https address of digest serve."
+            )
+    from_domain = domain_of(settings.from_email)
+    dkim_domain = settings.dkim_domain.strip().rstrip(".").lower()
+    if not dkim_domain:
+        report.advisories.append(
+            "DKIM is not configured, so digest sends unsigned mail: set dkim_domain, "
+            "dkim_selector and dkim_private_key (see `digest dns`), unless your relay signs "
+            f"for {from_domain}."
+        )
+    elif not aligned(dkim_domain, from_domain):
+        report.overridable.append(
+            f"dkim_domain {dkim_domain} is not aligned with the From domain {from_domain} "
+            f"({organisational_domain(dkim_domain)} is not {organisational_domain(from_domain)}),"
+            " so DMARC fails and Gmail, Yahoo and Outlook.com may reject the mail. Sign with a "
+            f"key for {organisational_domain(from_domain)} or one of its subdomains."
+        )
+    else:
+        report.notes.append(f"DKIM signs as {dkim_domain}, aligned with From ({from_domain}).")

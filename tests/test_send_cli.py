@@ -61,10 +61,11 @@ def test_send_prints_what_it_did_and_one_summary_line(
 ) -> None:
     result = runner.invoke(main, WEEK, env=env)
     assert result.exit_code == 0, result.output
-    assert result.output == (
+    assert result.stdout == (
         "Created issue 1 (2025-W47) with 10 deliveries.\n"
         "Issue 1 (2025-W47): 10 sent, 0 failed, 0 pending\n"
     )
+    assert result.stderr.startswith("warning: DKIM is not configured")
     assert len(MemoryBackend.outbox) == 10
     again = runner.invoke(main, WEEK, env=env)
     assert again.exit_code == 0

@@ -130,20 +130,27 @@ def preview(app: AppContext, week: str | None, since: str | None, until: str | N
 @click.command()
 @window_options
 @issue_text_options
+@click.option("--force", is_flag=True,
+              help="Accept the reputation errors (http unsubscribe, misaligned DKIM), "
+                   "as digest send --force does.")
 @pass_app
 def check(app: AppContext, week: str | None, since: str | None, until: str | None,
-          include_sent: bool, intro_file: Path | None, subject: str, preheader: str) -> None:
+          include_sent: bool, intro_file: Path | None, subject: str, preheader: str,
+          force: bool) -> None:
     """Check an issue for what would go wrong in inboxes, before it is sent.
 
     Reports HTML size and the margin to Gmail's clip limit, head CSS size, images without
     alt text, non-HTTPS or relative links, a missing unsubscribe link or postal address,
-    empty sections and an empty issue. Exits 1 on an error, 0 with warnings only.
-    `digest send` runs the same check as a gate.
+    empty sections and an empty issue. It also guards the sender's reputation: a
+    List-Unsubscribe link that is not https, or a DKIM domain not aligned with From, is an
+    error unless --force is given; no DKIM at all is a warning. Exits 1 on an error, 0 with
+    warnings only. `digest send` runs the same check as a gate.
 
-    
+    \b
     Examples:
       digest check
       digest check --week 2025-W47
+      digest check --force                  # accept http unsubscribe while testing
     """
     from digest.checks import check_issue
     from digest.preview import build_preview
@@ -158,9 +165,10 @@ def check(app: AppContext, week: str | None, since: str | None, until: str | Non
                f"{result.content.article_count} articles, subject {result.compiled.subject!r}")
     for line in report.lines():
         click.echo(line)
-    if report.errors:
+    blocking = len(report.errors) + (0 if force else len(report.overridable))
+    if blocking:
         raise click.ClickException(
-            f"{len(report.errors)} error(s): fix them before sending (see above)"
+            f"{blocking} error(s): fix them before sending (see above)"
         )
     click.echo("OK: ready to send" + (f" ({len(report.warnings)} warning(s))"
                                      if report.warnings else ""))

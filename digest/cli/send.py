@@ -159,7 +159,9 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
             click.echo(line)
         for line in report.report.lines() if report.report else ():
             click.echo(line)
-        if report.report is not None and report.report.errors:
+        if report.report is not None and (
+            report.report.errors or (report.report.overridable and not force)
+        ):
             raise click.ClickException("the check found errors: this issue would not be sent")
         return
 
@@ -177,9 +179,13 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
         from digest.checks import CheckReport
 
         assert isinstance(report, CheckReport)
-        if report.warnings and force and not quiet:
-            for line in report.warnings:
+        if quiet:
+            return
+        if force:
+            for line in report.overridable + report.warnings:
                 click.echo(f"warning: {line} (sending anyway: --force)", err=True)
+        for line in report.advisories:
+            click.echo(f"warning: {line}", err=True)
 
     progress = _ProgressLine() if (not quiet and sys.stderr.isatty()) else None
     try:

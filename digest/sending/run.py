@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from digest.checks import CheckReport, check_issue
+from digest.checks import OVERRIDE_FLAG, CheckReport, check_issue
 from digest.config import Settings
 from digest.db import Database
 from digest.errors import (
@@ -45,11 +45,17 @@ from digest.tokens import preferences_url, unsubscribe_url
 
 
 def gate(report: CheckReport, *, force: bool) -> None:
-    """The send gate: errors always stop a send; warnings stop it unless forced."""
+    """The send gate: errors always stop a send; overridable errors and warnings unless forced."""
     if report.errors:
         raise CheckFailed(
             "the issue did not pass the check:\n  " + "\n  ".join(report.errors)
             + "\nfix these and run digest send again"
+        )
+    if report.overridable and not force:
+        raise CheckFailed(
+            "the check found what would hurt the sender's reputation:\n  "
+            + "\n  ".join(report.overridable)
+            + f"\nfix these, or re-run with {OVERRIDE_FLAG} to send anyway"
         )
     if report.warnings and not force:
         raise CheckFailed(

@@ -1,0 +1,128 @@
+"""The reputation gate: `digest check` and `digest send` refuse mail that inboxes would
+reject (http unsubscribe, DKIM not aligned with From) unless the editor overrides it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from digest.checks import OVERRIDE_FLAG
+from digest.cli import main
+from digest.config import Settings
+from digest.db import Database
+from digest.domains import aligned, organisational_domain
+from digest.mail.memory import MemoryBackend
+from tests.conftest import seed_articles, seed_subscribers, send_window
+
+WEEK = ["--week", "2025-W47"]
+
+
+def openssl(*args: str) -> bytes:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    return subprocess.run(["openssl", *args], check=True, capture_output=True).stdout
+
+
+@pytest.fixture(scope="module")
+def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An RSA-2048 private key file, as `openssl genrsa` writes it."""
+    path = tmp_path_factory.mktemp("dkim") / "dkim.pem"
+    openssl("genrsa", "-out", str(path), "2048")
+    return path
+
+
+@pytest.fixture
+def env(settings: Settings, db: Database) -> dict[str, str]:
+    """DIGEST_* variables for a week with articles and readers, sending to memory."""
+    MemoryBackend.clear()
+    seed_articles(db, send_window(settings), 2)
+    seed_subscribers(db, 3)
+    return {
+        "DIGEST_DATABASE_URL": settings.database_url,
+        "DIGEST_SECRET_KEY": ",".join(settings.secret_key),
+        "DIGEST_POSTAL_ADDRESS": settings.postal_address,
+        "DIGEST_BASE_URL": settings.base_url,
+        "DIGEST_FROM_EMAIL": settings.from_email,
+        "DIGEST_BACKEND": "memory",
+    }
+
+
+def test_organisational_domains_follow_the_public_suffix_list() -> None:
+    assert organisational_domain("news.example.co.uk") == "example.co.uk"
+    assert organisational_domain("Mail.News.Example.ORG.") == "example.org"
+    assert organisational_domain("localhost") == "localhost"
+    assert aligned("mail.example.co.uk", "news.example.co.uk")
+    # Two registrable names under one public suffix are different organisations.
+    assert not aligned("example.co.uk", "other.co.uk")
+    assert not aligned("alice.github.io", "bob.github.io")
+
+
+def test_an_http_one_click_link_fails_check_and_send_unless_overridden(
+    runner: CliRunner, env: dict[str, str]
+) -> None:
+    env = {**env, "DIGEST_BASE_URL": "http://news.example.org"}
+    result = runner.invoke(main, ["check", *WEEK], env=env)
+    assert result.exit_code == 1, result.output
+    assert "error: List-Unsubscribe holds http://news.example.org/u/" in result.output
+    assert "not https; RFC 8058" in result.output
+    assert f"(override with {OVERRIDE_FLAG})" in result.output
+
+    forced = runner.invoke(main, ["check", *WEEK, OVERRIDE_FLAG], env=env)
+    assert forced.exit_code == 0, forced.output
+    assert "OK: ready to send" in forced.output
+
+    refused = runner.invoke(main, ["send", *WEEK], env=env)
+    assert refused.exit_code == 1
+    assert "would hurt the sender's reputation" in refused.output
+    assert f"re-run with {OVERRIDE_FLAG}" in refused.output
+    assert MemoryBackend.outbox == []
+
+    sent = runner.invoke(main, ["send", *WEEK, OVERRIDE_FLAG], env=env)
+    assert sent.exit_code == 0, sent.output
+    assert "(sending anyway: --force)" in sent.stderr
+    assert len(MemoryBackend.outbox) == 3
+
+
+def test_a_mailto_beside_the_https_link_passes(runner: CliRunner, env: dict[str, str]) -> None:
+    env = {**env, "DIGEST_LIST_UNSUBSCRIBE_MAILTO": "leave@news.example.org"}
+    result = runner.invoke(main, ["check", *WEEK], env=env)
+    assert result.exit_code == 0, result.output
+    assert "List-Unsubscribe holds" not in result.output
+
+
+def test_a_dkim_domain_not_aligned_with_from_fails(
+    runner: CliRunner, env: dict[str, str], rsa_key: Path
+) -> None:
+    dkim = {"DIGEST_DKIM_SELECTOR": "s1", "DIGEST_DKIM_PRIVATE_KEY": str(rsa_key)}
+    misaligned = {**env, **dkim, "DIGEST_DKIM_DOMAIN": "mailer.example.net"}
+    result = runner.invoke(main, ["check", *WEEK], env=misaligned)
+    assert result.exit_code == 1, result.output
+    assert ("error: dkim_domain mailer.example.net is not aligned with the From domain "
+            "news.example.org (example.net is not example.org)") in result.output
+    refused = runner.invoke(main, ["send", *WEEK], env=misaligned)
+    assert refused.exit_code == 1
+    assert MemoryBackend.outbox == []
+
+    # Relaxed alignment: the parent domain's key covers news.example.org.
+    parent = {**env, **dkim, "DIGEST_DKIM_DOMAIN": "example.org"}
+    result = runner.invoke(main, ["check", *WEEK], env=parent)
+    assert result.exit_code == 0, result.output
+    assert "note: DKIM signs as example.org, aligned with From (news.example.org)." \
+        in result.output
+    assert "DKIM is not configured" not in result.output
+
+
+def test_no_dkim_at_all_is_a_warning_that_does_not_block(
+    runner: CliRunner, env: dict[str, str]
+) -> None:
+    result = runner.invoke(main, ["check", *WEEK], env=env)
+    assert result.exit_code == 0, result.output
+    assert "warning: DKIM is not configured, so digest sends unsigned mail" in result.output
+    sent = runner.invoke(main, ["send", *WEEK], env=env)
+    assert sent.exit_code == 0, sent.output
+    assert "warning: DKIM is not configured" in sent.stderr
+    assert len(MemoryBackend.outbox) == 3
