@@ -149,14 +149,13 @@ class _Job:
     id: int
     email: str
     email_key: str
-    now: datetime
 
 
 class ConfirmationMailer:
-    """Sends confirmation emails on one background thread.
+    """Records sign-ups and sends their confirmation emails on one background thread.
 
-    The sign-up response must not take longer for a new address (an email to send) than
-    for a known one (nothing to send), or its timing would reveal who is on the list. The
+    The sign-up response must not take longer for a new address (a row and an email) than
+    for a known one (nothing to do), or its timing would reveal who is on the list. The
     queue is bounded; when it is full the email is dropped and logged, and the address can
     ask again after the 24-hour cap.
     """
@@ -172,31 +171,48 @@ class ConfirmationMailer:
         self.settings = settings
         self.factory = factory
         self.background = background
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[Callable[[], Confirmable | None] | None] = queue.Queue(
+            maxsize=max_queue
+        )
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit_for(self, subscriber: Confirmable, now: datetime | None = None) -> None:
+    def submit_for(self, subscriber: Confirmable) -> None:
         """Build and send the confirmation for subscriber soon (or now, without a thread).
 
         Only plain values are queued, and the message is built on the mailer's thread, so
         the request that asked for it takes no longer than one that did not.
         """
-        job = _Job(subscriber.id, subscriber.email, subscriber.email_key, now or utcnow())
+        job = _Job(subscriber.id, subscriber.email, subscriber.email_key)
+        self.submit(lambda: job)
+
+    def submit(self, work: Callable[[], Confirmable | None]) -> None:
+        """Run work on the mailer's thread, then confirm the subscriber it returns, if any.
+
+        The web app records a sign-up this way, after the response, so that whether the
+        address is new (a row to write, an email to send) does not show in the response time.
+        When the queue is full the work runs at once and only the email is dropped: a sign-up
+        is never lost, the reader can ask again after the 24-hour cap.
+        """
         if not self.background:
-            self._handle(job)
+            self._handle(work)
             return
         self._start()
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait(work)
         except queue.Full:
-            _log("confirmation_dropped", subscriber_id=job.id, reason="queue full")
+            subscriber = work()
+            _log("confirmation_dropped", subscriber_id=subscriber.id if subscriber else None,
+                 reason="queue full")
 
-    def _handle(self, job: _Job) -> None:
+    def _handle(self, work: Callable[[], Confirmable | None]) -> None:
+        subscriber = work()
+        if subscriber is None:
+            return
         try:
-            message = build_confirmation(self.settings, job, now=job.now)
+            message = build_confirmation(self.settings, subscriber)
         except DigestError as exc:
-            _log("confirmation_failed", subscriber_id=job.id, error=str(exc))
+            _log("confirmation_failed", subscriber_id=subscriber.id, error=str(exc))
             return
         send(self.settings, message, self.factory)
 

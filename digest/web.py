@@ -7,19 +7,19 @@ per request, commit, and only then hand a confirmation email to the background m
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
-import random
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
 from flask import Flask, Response, current_app, g, redirect, render_template, request, url_for
@@ -28,21 +28,27 @@ from werkzeug.exceptions import Forbidden, HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import ClosingIterator
 
-from digest import subscribers, tokens
+from digest import signup, subscribers, tokens
 from digest.config import Settings, load_settings
 from digest.confirmation import BackendFactory, ConfirmationMailer, template_loader
 from digest.db import READ_ONLY, Database
 from digest.errors import InputError, NotFoundError
-from digest.models import SubscriberStatus, utcnow
+from digest.models import Subscriber, SubscriberStatus, utcnow
+from digest.signup import (
+    FORM_NAME_MAX,
+    HONEYPOT_FIELD,
+    RATE_WINDOW,
+    TOKEN_FIELD,
+    SignupForm,
+    Verdict,
+    allowed_origins,
+    origin_of,
+)
 from digest.store import web as web_store
 
 log = logging.getLogger("digest.web")
 access_log = logging.getLogger("digest.access")
 
-#: The sign-up form's name field; longer names are cut.
-FORM_NAME_MAX = 100
-#: Fixed rate-limit windows for POST /subscribe, per client IP and per address.
-RATE_WINDOW = timedelta(hours=1)
 #: Webhook event ids are kept this long: far past the signature tolerance.
 EVENT_RETENTION = timedelta(days=1)
 #: Largest request body accepted (forms, JSON, webhooks).
@@ -51,9 +57,6 @@ MAX_BODY = 64 * 1024
 MAX_EVENTS = 1000
 #: Rendered archive issues kept in memory (a sent issue never changes).
 ARCHIVE_CACHE = 16
-
-HONEYPOT_FIELD = "website"
-TOKEN_FIELD = "form_token"  # noqa: S105 - a form field name, not a secret
 
 _TOKEN_PATH = re.compile(r"^/(confirm|u|preferences)/[^/]+")
 # For the access log: anywhere in SCRIPT_NAME + PATH_INFO, any case, doubled slashes too.
@@ -81,36 +84,13 @@ class WebState:
     archive_lock: threading.Lock = field(default_factory=threading.Lock)
     # SQLite has one writer at a time; its busy handler polls with sleeps of up to 100 ms,
     # so threads of this process queue on a lock instead (woken at once when it is free).
-    write_lock: threading.Lock | None = None
+    # Reentrant: without a mailer thread (tests) a sign-up is recorded inside its request.
+    write_lock: threading.RLock | None = None
 
 
 def _state() -> WebState:
     state: WebState = current_app.extensions["digest"]
     return state
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, lower-cased, default ports dropped; "" if none."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return ""
-    try:
-        port = parts.port
-    except ValueError:
-        return ""
-    host = parts.hostname.lower()
-    if ":" in host:
-        host = f"[{host}]"
-    default = {"http": 80, "https": 443}[parts.scheme]
-    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
-
-
-def allowed_origins(settings: Settings) -> frozenset[str]:
-    """The base URL's origin plus settings.allowed_origins (no wildcards)."""
-    found = {origin_of(settings.base_url)}
-    found.update(origin_of(o) for o in settings.allowed_origins)
-    found.discard("")
-    return frozenset(found)
 
 
 def client_key(remote_addr: str | None) -> str:
@@ -147,7 +127,7 @@ def db_session(*, write: bool = False) -> Session:
 
 def _close_session(_exc: BaseException | None) -> None:
     session: Session | None = g.pop("_digest_session", None)
-    lock: threading.Lock | None = g.pop("_digest_lock", None)
+    lock: threading.RLock | None = g.pop("_digest_lock", None)
     try:
         if session is not None:
             session.close()  # rolls back whatever the view did not commit
@@ -240,7 +220,7 @@ def create_app(
             db.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         ),
         origins=allowed_origins(settings),
-        write_lock=threading.Lock() if db.is_sqlite else None,
+        write_lock=threading.RLock() if db.is_sqlite else None,
     )
     app.jinja_loader = template_loader(settings.templates_dir)
     app.jinja_env.undefined = jinja2.StrictUndefined
@@ -339,43 +319,34 @@ def _headers(response: Response) -> Response:
 # --------------------------------------------------------------------------- subscribe
 
 
-@dataclass(frozen=True)
-class _Fields:
-    email: str
-    name: str
-    sections: list[str]
-    honeypot: str
-    form_token: str
-    next: str
-
-
 def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _read_fields() -> _Fields:
+def _read_fields() -> SignupForm:
+    """The sign-up post as text fields; a form with ``error`` set if it cannot be read."""
     if request.is_json:
         try:
             data = request.get_json(silent=True)
         except RecursionError:  # nested deeper than the parser's stack: not a sign-up
             data = None
         if not isinstance(data, dict):
-            raise InputError("send a JSON object")
+            return SignupForm(error="send a JSON object")
         raw_sections = data.get("sections") or []
         if isinstance(raw_sections, str):
             raw_sections = subscribers.split_sections(raw_sections)
         if not isinstance(raw_sections, list):
-            raise InputError("sections must be a list of section names")
-        return _Fields(
+            return SignupForm(error="sections must be a list of section names")
+        return SignupForm(
             email=_as_text(data.get("email")), name=_as_text(data.get("name")),
             sections=[_as_text(s) for s in raw_sections],
             honeypot=_as_text(data.get(HONEYPOT_FIELD)),
-            form_token=_as_text(data.get(TOKEN_FIELD)), next="",
+            form_token=_as_text(data.get(TOKEN_FIELD)),
         )
     if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        raise InputError("send the form as application/x-www-form-urlencoded or JSON")
+        return SignupForm(error="send the form as application/x-www-form-urlencoded or JSON")
     form = request.form
-    return _Fields(
+    return SignupForm(
         email=form.get("email", ""), name=form.get("name", ""),
         sections=form.getlist("sections") or form.getlist("section"),
         honeypot=form.get(HONEYPOT_FIELD, ""), form_token=form.get(TOKEN_FIELD, ""),
@@ -383,25 +354,21 @@ def _read_fields() -> _Fields:
     )
 
 
-def _over_limit(session: Session, key: str, limit: int, now: datetime) -> bool:
-    if limit <= 0:
-        return False
-    seconds = int(RATE_WINDOW.total_seconds())
-    start = datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, now.tzinfo)
-    count = web_store.hit(session, key, start)
-    if random.random() < 0.01:  # now and then, forget windows long gone
-        web_store.prune_rate_limits(session, start - RATE_WINDOW)
-    return count > limit
+def _client() -> signup.Client:
+    return signup.Client(
+        key=client_key(request.remote_addr), origin=request.headers.get("Origin"),
+        fetch_site=request.headers.get("Sec-Fetch-Site"),
+    )
 
 
-def _accepted(fields: _Fields | None) -> Response:
+def _accepted(fields: SignupForm) -> Response:
     """The one answer for every address: new, known, unsubscribed, suppressed or a bot."""
     if request.is_json:
         return _json({
             "status": "accepted",
             "message": "If this address can be subscribed, a confirmation email is on its way.",
         }, 202)
-    target = (_allowed_next(fields.next) if fields else "") or url_for("thanks")
+    target = _allowed_next(fields.next) or url_for("thanks")
     return redirect(target, 303)  # type: ignore[return-value]
 
 
@@ -413,7 +380,7 @@ def _allowed_next(url: str) -> str:
 
 
 def _subscribe_form(status: int = 200, *, error: str = "", notice: str = "",
-                    fields: _Fields | None = None) -> Response:
+                    fields: SignupForm | None = None) -> Response:
     state = _state()
     return _page(
         "subscribe.html", status,
@@ -434,65 +401,69 @@ def _too_many() -> Response:
     return response
 
 
-def subscribe_post() -> Response:
-    """POST /subscribe: double opt-in sign-up from the form or JSON."""
-    state = _state()
-    settings = state.settings
-    origin = request.headers.get("Origin")
-    if origin is not None and origin_of(origin) not in state.origins:
-        # A browser post from a site we do not know (or an opaque "null" origin).
+def _present(outcome: signup.Outcome, fields: SignupForm) -> Response:
+    """The response for a sign-up outcome, as JSON or as a page."""
+    verdict = outcome.verdict
+    if verdict is Verdict.FORBIDDEN:
         return _error_page(Forbidden())
-    try:
-        fields = _read_fields()
-    except InputError as exc:
-        if request.is_json:
-            return _json({"error": str(exc)}, 400)
-        return _subscribe_form(400, error=str(exc))
-    session = db_session(write=True)
-    now = utcnow()
-    if _over_limit(session, f"subscribe-ip:{client_key(request.remote_addr)}",
-                   settings.subscribe_ip_limit, now):
-        session.commit()
+    if verdict is Verdict.RATE_LIMITED:
         return _too_many()
-    if fields.honeypot.strip():
-        session.commit()
-        _event("subscribe_trap", trap="honeypot")
-        return _accepted(fields)
-    check = tokens.check_form_token(settings, fields.form_token, time.time())
-    if check == "invalid":
-        session.commit()
-        # No (or an expired) time-trap token: a static page without its script, or a bot.
-        # A person gets our own form back with a fresh token; nothing is stored.
+    if verdict is Verdict.INVALID:
+        if request.is_json:
+            return _json({"error": outcome.error}, 400)
+        return _subscribe_form(400, error=outcome.error,
+                               fields=None if fields.error else fields)
+    if verdict is Verdict.NEEDS_TOKEN:
+        # A static page without its script, or a bot: a person gets our own form back with
+        # a fresh token and the values filled in; nothing is stored.
         if request.is_json:
             return _json({"error": f"missing or expired {TOKEN_FIELD}: GET /subscribe/token "
                                    "first, then post after a few seconds"}, 400)
         return _subscribe_form(
             notice="Almost done: check your address and press Subscribe.", fields=fields
         )
-    if check == "too-fast":
-        session.commit()
-        _event("subscribe_trap", trap="too-fast")
-        return _accepted(fields)
-    try:
-        address = subscribers.normalise(fields.email)
-        name = subscribers.clean_name(fields.name, FORM_NAME_MAX)
-        sections = subscribers.resolve_sections(fields.sections, settings.sections)
-    except InputError as exc:
-        session.commit()
-        if request.is_json:
-            return _json({"error": str(exc)}, 400)
-        return _subscribe_form(400, error=str(exc), fields=fields)
-    if _over_limit(session, f"subscribe-email:{address.hash}", settings.subscribe_email_limit, now):
-        session.commit()
-        return _too_many()
-    source = "web form" + (f" on {origin_of(origin)}" if origin else "")
-    subscriber = subscribers.request_subscription(
-        session, address, name=name, sections=sections, source=source, now=now
-    )
-    session.commit()
-    if subscriber is not None:
-        state.mailer.submit_for(subscriber, now)
+    if outcome.trap:
+        _event("subscribe_trap", trap=outcome.trap)
     return _accepted(fields)
+
+
+@contextmanager
+def _background_session(state: WebState) -> Iterator[Session]:
+    """A write session outside any request (the mailer's thread), with the SQLite lock."""
+    lock = state.write_lock or contextlib.nullcontext()
+    with lock, state.write_sessions() as session:
+        yield session
+
+
+def _record_after(response: Response, state: WebState, pending: signup.PendingSignup) -> None:
+    """Record a decided sign-up and send its confirmation once the response is out."""
+
+    def work() -> Subscriber | None:
+        with _background_session(state) as session:
+            subscriber = signup.complete(session, pending)
+            session.commit()
+            return subscriber
+
+    if state.mailer.background:
+        # The server closes the response after writing it: only then is the work queued,
+        # so the mailer's thread does not compete with this request while it is answered.
+        response.call_on_close(lambda: state.mailer.submit(work))
+    else:
+        state.mailer.submit(work)
+
+
+def subscribe_post() -> Response:
+    """POST /subscribe: double opt-in sign-up from the form or JSON."""
+    state = _state()
+    fields = _read_fields()
+    session = db_session(write=True)
+    outcome = signup.decide(session, state.settings, fields, _client(),
+                            allowed=state.origins, now=utcnow(), clock=time.time())
+    session.commit()
+    response = _present(outcome, fields)
+    if outcome.pending is not None:
+        _record_after(response, state, outcome.pending)
+    return response
 
 
 def subscribe_preflight() -> Response:
@@ -740,7 +711,7 @@ def webhook_subscribe() -> Response:
     )
     session.commit()
     if subscriber is not None:
-        state.mailer.submit_for(subscriber, now)
+        state.mailer.submit_for(subscriber)
     return _json({"status": "accepted"}, 202)
 
 
