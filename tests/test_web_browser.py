@@ -163,7 +163,8 @@ def test_sign_up_confirm_and_one_click_unsubscribe(server: Server, chromium_path
             page.wait_for_url(f"{server.base_url}/subscribe/thanks")
             assert page.get_by_role("heading", name="Check your inbox").is_visible()
 
-            pending = row(server.database, address)
+            # The row is written just after the response (same timing for every address).
+            pending = wait_for(lambda: row(server.database, address), 15, "the pending row")
             assert pending is not None and pending[2] == "pending"
             assert pending[3] == '["Science"]'
 
