@@ -81,6 +81,8 @@ class Settings:
     dkim_selector: str = ""
     dkim_private_key: str = ""
     dkim_algorithm: str = "rsa-sha256"
+    # Where DMARC aggregate reports go (rua); default dmarc@ the From organisational domain.
+    dmarc_report_address: str = ""
 
     # Sending
     send_inflight: int = 32

@@ -114,6 +114,45 @@ class DkimSigner:
             ) from None
         return signature + message
 
+    @property
+    def record_name(self) -> str:
+        """Where the public key is published: ``<selector>._domainkey.<domain>``."""
+        return f"{self.selector.decode()}._domainkey.{self.domain.decode()}"
+
+    def public_record(self) -> str:
+        """The DKIM TXT record value for this key (RFC 6376 §3.6.1, RFC 8463 §4)."""
+        if self.algorithm == b"ed25519-sha256":
+            from nacl.signing import SigningKey
+
+            public = bytes(SigningKey(base64.b64decode(self._key)).verify_key)
+            return "v=DKIM1; k=ed25519; p=" + base64.b64encode(public).decode("ascii")
+        from dkim.crypto import parse_pem_private_key
+
+        key = parse_pem_private_key(self._key)
+        der = _rsa_public_key_info(int(key["modulus"]), int(key["publicExponent"]))
+        return "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode("ascii")
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    """One DER element: tag, definite length, body."""
+    size = len(body)
+    if size < 0x80:
+        return bytes([tag, size]) + body
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(length)]) + length + body
+
+
+def _rsa_public_key_info(modulus: int, exponent: int) -> bytes:
+    """SubjectPublicKeyInfo DER of an RSA key, what ``openssl rsa -pubout -outform DER`` writes."""
+
+    def integer(value: int) -> bytes:
+        # One spare leading bit keeps the two's-complement INTEGER positive.
+        return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+    rsa_encryption = bytes.fromhex("06092a864886f70d0101010500")  # OID 1.2.840.113549.1.1.1, NULL
+    public_key = _der(0x30, integer(modulus) + integer(exponent))
+    return _der(0x30, _der(0x30, rsa_encryption) + _der(0x03, b"\x00" + public_key))
+
 
 def _load_key(raw: bytes, algorithm: str, path: Path) -> bytes:
     """The key bytes dkimpy wants: PEM for RSA, base64 of the 32-byte seed for Ed25519."""

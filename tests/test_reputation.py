@@ -3,9 +3,12 @@ reject (http unsubscribe, DKIM not aligned with From) unless the editor override
 
 from __future__ import annotations
 
+import base64
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -126,3 +129,83 @@ def test_no_dkim_at_all_is_a_warning_that_does_not_block(
     assert sent.exit_code == 0, sent.output
     assert "warning: DKIM is not configured" in sent.stderr
     assert len(MemoryBackend.outbox) == 3
+
+
+# --- digest dns
+
+
+def txt_value(output: str, name: str) -> bytes:
+    """The TXT record named name in `digest dns` output, its quoted strings joined."""
+    for line in output.splitlines():
+        if line.startswith(f"{name}. 3600 IN TXT "):
+            return "".join(re.findall(r'"([^"]*)"', line)).encode("ascii")
+    raise AssertionError(f"no TXT record for {name} in:\n{output}")
+
+
+def dns_stub(name: str, record: bytes) -> Any:
+    """dkimpy's dnsfunc answering only name, as a resolver holding the published record would."""
+    def lookup(qname: bytes, timeout: int = 5) -> bytes | None:
+        return record if qname == f"{name}.".encode() else None
+    return lookup
+
+
+@pytest.fixture(scope="module")
+def ed25519_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Ed25519 private key file, as `openssl genpkey` writes it."""
+    pytest.importorskip("nacl.signing", reason="ed25519-sha256 needs PyNaCl")
+    path = tmp_path_factory.mktemp("dkim") / "ed25519.pem"
+    openssl("genpkey", "-algorithm", "ed25519", "-out", str(path))
+    return path
+
+
+@pytest.mark.parametrize("algorithm", ["rsa-sha256", "ed25519-sha256"])
+def test_the_printed_dkim_record_verifies_what_digest_sends(
+    runner: CliRunner, env: dict[str, str], rsa_key: Path, ed25519_key: Path, algorithm: str
+) -> None:
+    import dkim
+
+    key = rsa_key if algorithm == "rsa-sha256" else ed25519_key
+    env = {**env, "DIGEST_DKIM_DOMAIN": "example.org", "DIGEST_DKIM_SELECTOR": "s1",
+           "DIGEST_DKIM_PRIVATE_KEY": str(key), "DIGEST_DKIM_ALGORITHM": algorithm}
+    printed = runner.invoke(main, ["dns"], env=env)
+    assert printed.exit_code == 0, printed.output
+    record = txt_value(printed.output, "s1._domainkey.example.org")
+    kind = b"rsa" if algorithm == "rsa-sha256" else b"ed25519"
+    assert record.startswith(b"v=DKIM1; k=" + kind + b"; p=")
+    if algorithm == "rsa-sha256":
+        # The same key openssl derives from the private key file.
+        public = openssl("rsa", "-in", str(key), "-pubout", "-outform", "DER")
+        assert record.endswith(base64.b64encode(public))
+
+    sent = runner.invoke(main, ["send", *WEEK], env=env)
+    assert sent.exit_code == 0, sent.output
+    assert len(MemoryBackend.outbox) == 3
+    for message in MemoryBackend.outbox:
+        assert dkim.verify(message.data, dnsfunc=dns_stub("s1._domainkey.example.org", record))
+
+
+def test_dns_prints_spf_dmarc_and_the_unsubscribe_hosts_without_lookups(
+    runner: CliRunner, env: dict[str, str]
+) -> None:
+    env = {**env, "DIGEST_SMTP_HOST": "smtp.relay.example.net",
+           "DIGEST_LIST_UNSUBSCRIBE_MAILTO": "leave@lists.example.org",
+           "DIGEST_DMARC_REPORT_ADDRESS": "reports@dmarc.example.com"}
+    result = runner.invoke(main, ["dns"], env=env)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.startswith("; DKIM is not configured. Make a key (openssl genrsa")
+    assert txt_value(out, "news.example.org") == b"v=spf1 a:smtp.relay.example.net ~all"
+    assert txt_value(out, "_dmarc.news.example.org") == (
+        b"v=DMARC1; p=none; rua=mailto:reports@dmarc.example.com; adkim=r; aspf=r")
+    # A report address outside the organisation needs that domain's consent (RFC 7489 §7.1).
+    assert "news.example.org._report._dmarc.dmarc.example.com" in out
+    assert "; news.example.org: A/AAAA or CNAME pointing at the host running digest serve" \
+        in out
+    assert "; lists.example.org: MX pointing at a server that delivers to " \
+        "leave@lists.example.org" in out
+
+    local = runner.invoke(main, ["dns"], env={**env, "DIGEST_SMTP_HOST": "127.0.0.1"})
+    assert txt_value(local.output, "news.example.org") == b"v=spf1 mx ~all"
+    assert "smtp_host is 127.0.0.1, a local relay" in local.output
+    public = runner.invoke(main, ["dns"], env={**env, "DIGEST_SMTP_HOST": "93.184.216.34"})
+    assert txt_value(public.output, "news.example.org") == b"v=spf1 ip4:93.184.216.34 ~all"
