@@ -237,18 +237,26 @@ WEBHOOK_TOLERANCE = 300
 WEBHOOK_HEADER = "X-Digest-Signature"
 
 
-def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-Digest-Signature`` value: ``t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">``."""
-    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+def _webhook_mac(secret: str, timestamp: int, path: str, body: bytes) -> str:
+    # The path is signed so that a body signed for one endpoint cannot be replayed to another.
+    signed = f"{timestamp}.{path}.".encode() + body
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+
+
+def webhook_signature(secret: str, timestamp: int, body: bytes, *, path: str) -> str:
+    """The ``X-Digest-Signature`` value: ``t=<unix time>,v2=<hex HMAC-SHA256 of "t.path.body">``.
+
+    path is the endpoint below base_url, e.g. ``/webhooks/events``.
+    """
+    return f"t={timestamp},v2={_webhook_mac(secret, timestamp, path, body)}"
 
 
 def check_webhook_signature(
-    secrets: tuple[str, ...], header: str, body: bytes, now: float
+    secrets: tuple[str, ...], header: str, body: bytes, now: float, *, path: str
 ) -> None:
-    """Raise TokenError unless header signs body with one of secrets, within the tolerance.
+    """Raise TokenError unless header signs path and body with one of secrets, in time.
 
-    Several ``v1=`` values may be present (the sender rotating its secret) and any of our
+    Several ``v2=`` values may be present (the sender rotating its secret) and any of our
     secrets may match (us rotating ours).
     """
     secrets = tuple(s for s in secrets if s.strip())  # an empty key would sign for anyone
@@ -256,20 +264,25 @@ def check_webhook_signature(
         raise TokenError("webhooks are not configured: set DIGEST_WEBHOOK_SECRETS")
     timestamp: int | None = None
     signatures: list[str] = []
+    old_scheme = False
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
         if name == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
-        elif name == "v1" and value:
+        elif name == "v2" and value:
             signatures.append(value.strip().lower())
+        elif name == "v1":
+            old_scheme = True
+    if timestamp is not None and not signatures and old_scheme:
+        raise TokenError('v1 signatures (of "t.body") are not accepted: sign "t.path.body" '
+                         "and send it as v2=")
     if timestamp is None or not signatures:
         raise TokenError(f"missing or malformed {WEBHOOK_HEADER} header")
     if abs(now - timestamp) > WEBHOOK_TOLERANCE:
         raise TokenError("signature timestamp is outside the 5-minute tolerance")
-    signed = f"{timestamp}.".encode() + body
     matched = False
     for secret in secrets:
-        expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+        expected = _webhook_mac(secret, timestamp, path, body)
         for candidate in signatures:
             # Compare every pair (no early exit) so timing says nothing about which matched.
             matched |= hmac.compare_digest(expected.encode(), candidate.encode("utf-8", "replace"))

@@ -80,6 +80,7 @@ class WebState:
     write_sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
     origins: frozenset[str]
+    own_origins: frozenset[str]
     archive: OrderedDict[str, str] = field(default_factory=OrderedDict)
     archive_lock: threading.Lock = field(default_factory=threading.Lock)
     # SQLite has one writer at a time; its busy handler polls with sleeps of up to 100 ms,
@@ -220,6 +221,7 @@ def create_app(
             db.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         ),
         origins=allowed_origins(settings),
+        own_origins=signup.own_origin(settings),
         write_lock=threading.RLock() if db.is_sqlite else None,
     )
     app.jinja_loader = template_loader(settings.templates_dir)
@@ -295,7 +297,10 @@ def _headers(response: Response) -> Response:
     state = _state()
     headers = response.headers
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")  # token URLs never leak onwards
+    # Only the origin leaves our site, never a token path. Not "no-referrer": with it
+    # Chromium sends "Origin: null" on our own pages' form posts, and the origin rule
+    # cannot tell them from a sandboxed frame's.
+    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
     headers.setdefault("X-Frame-Options", "DENY")
     form_action = " ".join(["'self'", *sorted(state.origins)])
     headers.setdefault(
@@ -556,6 +561,10 @@ def preferences_view(token: str) -> Response:
                      subscribed=subscriber.status in (SubscriberStatus.ACTIVE,
                                                       SubscriberStatus.PENDING),
                      saved=False, error="")
+    # The sign-up origin rule, for digest's own pages only: no partner site posts here.
+    client = _client()
+    if not signup.origin_allowed(client.origin, client.fetch_site, state.own_origins):
+        return _error_page(Forbidden())
     session = db_session(write=True)
     if request.form.get("action") == "unsubscribe":
         subscribers.unsubscribe(session, data)
@@ -660,7 +669,7 @@ def _verified_payload() -> Any:
     try:
         tokens.check_webhook_signature(
             settings.webhook_secrets, request.headers.get(tokens.WEBHOOK_HEADER, ""), body,
-            time.time(),
+            time.time(), path=request.path,
         )
     except tokens.TokenError as exc:
         raise _WebhookRejected(401, str(exc)) from None

@@ -164,21 +164,27 @@ def test_form_token_time_trap() -> None:
 def test_webhook_signature() -> None:
     body = b'{"id": "evt_1", "email": "a@example.org"}'
     now = 1_700_000_000
-    header = tokens.webhook_signature("s2", now, body)
-    tokens.check_webhook_signature(("s1", "s2"), header, body, now + 10)
+    path = "/webhooks/events"
+    header = tokens.webhook_signature("s2", now, body, path=path)
+    tokens.check_webhook_signature(("s1", "s2"), header, body, now + 10, path=path)
     with pytest.raises(TokenError, match="does not match"):
-        tokens.check_webhook_signature(("s1",), header, body, now)
+        tokens.check_webhook_signature(("s1",), header, body, now, path=path)
     with pytest.raises(TokenError, match="does not match"):
-        tokens.check_webhook_signature(("s2",), header, body + b" ", now)
+        tokens.check_webhook_signature(("s2",), header, body + b" ", now, path=path)
+    with pytest.raises(TokenError, match="does not match"):  # bound to its endpoint
+        tokens.check_webhook_signature(("s2",), header, body, now, path="/webhooks/subscribe")
     with pytest.raises(TokenError, match="tolerance"):
-        tokens.check_webhook_signature(("s2",), header, body, now + 301)
+        tokens.check_webhook_signature(("s2",), header, body, now + 301, path=path)
     with pytest.raises(TokenError, match="tolerance"):
-        tokens.check_webhook_signature(("s2",), header, body, now - 301)
-    for bad in ("", "t=abc,v1=00", "v1=00", f"t={now}", f"t={now},v1=é"):
+        tokens.check_webhook_signature(("s2",), header, body, now - 301, path=path)
+    for bad in ("", "t=abc,v2=00", "v2=00", f"t={now}", f"t={now},v2=é"):
         with pytest.raises(TokenError):
-            tokens.check_webhook_signature(("s2",), bad, body, now)
-    # Several v1 values (the sender rotating): any one may match.
-    both = f"{header},v1={'0' * 64}"
-    tokens.check_webhook_signature(("s2",), both, body, now)
+            tokens.check_webhook_signature(("s2",), bad, body, now, path=path)
+    # The old scheme without the path gets a message that says what to sign instead.
+    with pytest.raises(TokenError, match="t.path.body"):
+        tokens.check_webhook_signature(("s2",), f"t={now},v1={'0' * 64}", body, now, path=path)
+    # Several v2 values (the sender rotating): any one may match.
+    both = f"{header},v2={'0' * 64}"
+    tokens.check_webhook_signature(("s2",), both, body, now, path=path)
     with pytest.raises(TokenError, match="not configured"):
-        tokens.check_webhook_signature((), header, body, now)
+        tokens.check_webhook_signature((), header, body, now, path=path)

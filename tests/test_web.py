@@ -92,7 +92,8 @@ def path_of(url: str) -> str:
 def signed_post(client: FlaskClient, path: str, payload: Any, *, secret: str = WEBHOOK_SECRETS[0],
                 at: int | None = None, body: bytes | None = None) -> TestResponse:
     raw = body if body is not None else json.dumps(payload).encode()
-    header = tokens.webhook_signature(secret, int(time.time()) if at is None else at, raw)
+    header = tokens.webhook_signature(secret, int(time.time()) if at is None else at, raw,
+                                      path=path)
     return client.post(path, data=raw, content_type="application/json",
                        headers={tokens.WEBHOOK_HEADER: header})
 
@@ -129,7 +130,7 @@ def test_subscribe_page_is_accessible_html(client: FlaskClient) -> None:
 def test_security_headers(client: FlaskClient) -> None:
     response = client.get("/subscribe")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert "Set-Cookie" not in response.headers
 
@@ -581,6 +582,26 @@ def test_webhook_subscribe(
     assert len(outbox) == 2
 
 
+def test_webhook_signature_is_bound_to_its_endpoint(
+    client: FlaskClient, db: Database, outbox: list[OutgoingMessage]
+) -> None:
+    """A body signed for /webhooks/events, replayed to /webhooks/subscribe, is refused."""
+    body = json.dumps({"id": "evt-9", "type": "unsubscribed",
+                       "email": "replayed@example.org"}).encode()
+    header = tokens.webhook_signature(WEBHOOK_SECRETS[0], int(time.time()), body,
+                                      path="/webhooks/events")
+    with unchanged(db):
+        replayed = client.post("/webhooks/subscribe", data=body,
+                               content_type="application/json",
+                               headers={tokens.WEBHOOK_HEADER: header})
+        assert replayed.status_code == 401
+        assert "does not match" in replayed.get_json()["error"]
+    assert outbox == []
+    ok = client.post("/webhooks/events", data=body, content_type="application/json",
+                     headers={tokens.WEBHOOK_HEADER: header})
+    assert ok.status_code == 200
+
+
 def test_webhook_rejects_bad_old_future_and_unsigned(client: FlaskClient, db: Database) -> None:
     payload = {"id": "evt-9", "email": "bad@example.org"}
     assert signed_post(client, "/webhooks/subscribe", payload,
@@ -594,7 +615,8 @@ def test_webhook_rejects_bad_old_future_and_unsigned(client: FlaskClient, db: Da
         "/webhooks/subscribe", data=json.dumps({**payload, "email": "evil@example.org"}),
         content_type="application/json",
         headers={tokens.WEBHOOK_HEADER: tokens.webhook_signature(
-            WEBHOOK_SECRETS[0], int(time.time()), json.dumps(payload).encode())},
+            WEBHOOK_SECRETS[0], int(time.time()), json.dumps(payload).encode(),
+            path="/webhooks/subscribe")},
     )
     assert tampered.status_code == 401
     assert signed_post(client, "/webhooks/subscribe", {"email": "x@example.org"}).status_code == 400

@@ -50,7 +50,7 @@ def test_webhook_timestamp_with_non_ascii_digits_is_refused(
     str.isdigit() accepts "²" but int() does not, so the unsigned request crashed the view.
     """
     with caplog.at_level(logging.ERROR):
-        for value in ("t=\u00b2,v1=00", "t=1\u00b9,v1=00", "t=\u00b3\u00b2\u00b9,v1=00"):
+        for value in ("t=\u00b2,v2=00", "t=1\u00b9,v2=00", "t=\u00b3\u00b2\u00b9,v2=00"):
             response = client.post("/webhooks/events", data=b"{}",
                                    content_type="application/json",
                                    headers={tokens.WEBHOOK_HEADER: value})
