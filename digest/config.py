@@ -1,6 +1,7 @@
 """Frozen settings: code defaults, then digest.toml, then DIGEST_* variables, then flags."""
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
@@ -64,8 +65,10 @@ class Settings:
     subscribe_ip_limit: int = 20
     subscribe_email_limit: int = 5
     subscribe_min_seconds: float = 2.0
-    # digest serve behind N reverse proxies: trust that many X-Forwarded-For/-Proto hops.
+    # digest serve behind N reverse proxies: trust that many X-Forwarded-For/-Proto hops,
+    # when they come from trusted_proxy_address (the nearest proxy; "*" for any peer).
     trusted_proxies: int = 0
+    trusted_proxy_address: str = "127.0.0.1"
 
     # Mail backend
     backend: str = "file"
@@ -143,6 +146,14 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1")
         if self.trusted_proxies < 0:
             raise ConfigError("trusted_proxies must be 0 or more (the number of proxies in front)")
+        if self.trusted_proxy_address != "*":
+            try:
+                ipaddress.ip_address(self.trusted_proxy_address)
+            except ValueError:
+                raise ConfigError(
+                    f"trusted_proxy_address {self.trusted_proxy_address!r} must be the IP "
+                    "address digest serve sees the proxy connect from (or \"*\" for any)"
+                ) from None
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(

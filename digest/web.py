@@ -242,10 +242,29 @@ def create_app(
     wsgi: Callable[..., Any] = AccessLog(app.wsgi_app)
     if settings.trusted_proxies:
         # Only as many X-Forwarded-* hops as there are proxies we run; the rest is spoofable.
+        # Under `digest serve` waitress has already cut the headers to those hops (see
+        # waitress_options), so this finds the same client; it is here for other servers.
         n = settings.trusted_proxies
         wsgi = ProxyFix(wsgi, x_for=n, x_proto=n, x_host=n)
     app.wsgi_app = wsgi  # type: ignore[method-assign]
     return app
+
+
+def waitress_options(settings: Settings) -> dict[str, Any]:
+    """waitress.serve() keywords for the proxies in front of ``digest serve``.
+
+    Without them waitress clears X-Forwarded-* before the app sees them (its
+    clear_untrusted_proxy_headers default), and every visitor counts as the proxy's address.
+    """
+    if not settings.trusted_proxies:
+        return {}
+    return {
+        "trusted_proxy": settings.trusted_proxy_address,
+        "trusted_proxy_count": settings.trusted_proxies,
+        "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"},
+        # A proxy that connects from another address is a configuration mistake: say so.
+        "log_untrusted_proxy_headers": True,
+    }
 
 
 # --------------------------------------------------------------------------- responses

@@ -21,8 +21,10 @@ def serve(app: AppContext, host: str, port: int, workers: int) -> None:
     """Run the subscribe, confirm, unsubscribe, preferences and archive pages.
 
     Uses waitress, a production WSGI server (never Flask's development server). Put it
-    behind a TLS-terminating proxy and set trusted_proxies to the number of proxies, so
-    rate limits see the real client address. Logs one JSON line per request on stderr.
+    behind a TLS-terminating proxy and set trusted_proxies to the number of proxies (and
+    trusted_proxy_address to the address the nearest one connects from, 127.0.0.1 by
+    default), so rate limits see the real client address. Logs one JSON line per request
+    on stderr.
 
     \b
     Example:
@@ -30,7 +32,7 @@ def serve(app: AppContext, host: str, port: int, workers: int) -> None:
     """
     from waitress import serve as waitress_serve
 
-    from digest.web import configure_logging, create_app
+    from digest.web import configure_logging, create_app, waitress_options
 
     configure_logging()
     wsgi = create_app(app.settings)
@@ -40,7 +42,8 @@ def serve(app: AppContext, host: str, port: int, workers: int) -> None:
     click.echo(f"Serving {app.settings.newsletter_name} on http://{host}:{port} "
                f"({workers} threads); public URL {app.settings.base_url}", err=True)
     try:
-        waitress_serve(wsgi, host=host, port=port, threads=workers, ident="digest")
+        waitress_serve(wsgi, host=host, port=port, threads=workers, ident="digest",
+                       **waitress_options(app.settings))
     finally:
         wsgi.extensions["digest"].mailer.close()
         wsgi.extensions["digest"].db.dispose()
