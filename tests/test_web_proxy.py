@@ -134,7 +134,7 @@ def test_trusted_proxy_address_must_be_an_ip_address() -> None:
     from digest.config import Settings
     from digest.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="trusted_proxy_address 'proxy.example' must be"):
+    with pytest.raises(ConfigError, match=r"trusted_proxy_address 'proxy\.example' must be"):
         Settings().replace(trusted_proxies=1, trusted_proxy_address="proxy.example")
     for good in ("::1", "10.0.0.5", "*"):
         assert Settings().replace(trusted_proxy_address=good).trusted_proxy_address == good
