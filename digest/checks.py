@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from digest.config import Settings
 from digest.domains import aligned, domain_of, organisational_domain
 from digest.errors import DigestError
+from digest.headlines import subject_warning
 from digest.issues import IssueContent
 from digest.render import (
     GMAIL_CLIP_BYTES,
@@ -110,6 +111,8 @@ def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settin
     for section in content.sections:
         if not section.articles:
             warnings.append(f"Section “{section.name}” has no articles this issue.")
+    if long_subject := subject_warning(compiled.subject):
+        warnings.append(long_subject[0].upper() + long_subject[1:] + ".")
 
     # Sizes are measured with the longest plausible recipient values filled in.
     sample = sample_recipient(settings)

@@ -51,7 +51,7 @@ class Settings:
 
     # Rendering
     templates_dir: str = ""
-    subject_template: str = "{newsletter}: {headline} and {more} more"
+    subject_template: str = "{headline}{and_more}"  # " and 5 more stories"; see headlines.py
     utm_source: str = ""
     utm_medium: str = "email"
     utm_campaign: str = ""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.errors import InputError
-from digest.models import Article, Issue
+from digest.models import Article, Issue, IssueStatus, Placement
 from digest.store import issues as store
 
 
@@ -54,11 +54,30 @@ class IssueContent:
     intro: str = ""  # editor's note, Markdown or plain text
     subject: str = ""  # per-issue override; empty means the subject template
     preheader: str = ""  # per-issue override; empty means built from top stories
+    #: The lead story's id. Its section comes first and it opens that section, so the
+    #: first story in reading order is always the lead. None: the selection's first story.
+    lead_id: int | None = None
+    #: Articles an editor added: the size gate never leaves them out.
+    pinned: frozenset[int] = frozenset()
+    #: The date readers see (the day it is sent or scheduled); None: the window's last day.
+    issue_date: date | None = None
 
     @property
     def article_count(self) -> int:
         """Number of articles in sections and in the more-stories block."""
         return sum(len(s.articles) for s in self.sections) + len(self.more)
+
+    def stories(self) -> list[ArticleView]:
+        """Every article in reading order: sections in order, then "more stories"."""
+        return [a for s in self.sections for a in s.articles] + list(self.more)
+
+    @property
+    def lead(self) -> ArticleView | None:
+        """The lead story: the first in reading order (see lead_id)."""
+        for block in self.sections:
+            if block.articles:
+                return block.articles[0]
+        return self.more[0] if self.more else None
 
     @property
     def is_empty(self) -> bool:
@@ -232,6 +251,59 @@ def window_for(
                           last_sent_end=last, now=now)
 
 
+_WEEK_LABEL = re.compile(r"^\d{4}-W\d{2}$")
+
+
+def existing_issue(session: Session, window: Window) -> Issue | None:
+    """The issue for this window, or for the same ISO week label (never two for one week)."""
+    issue = store.issue_for_window(session, window.start, window.end)
+    if issue is None and _WEEK_LABEL.match(window.label):
+        issue = store.issue_by_label(session, window.label)
+    return issue
+
+
+@dataclass(frozen=True, slots=True)
+class Upcoming:
+    """The issue meant when no window is given, with a note for the editor."""
+
+    window: Window
+    note: str = ""
+
+
+def upcoming(session: Session, settings: Settings, *, now: datetime | None = None) -> Upcoming:
+    """The issue ``digest send``, ``preview`` and ``check`` mean without --week/--since/--until.
+
+    In order: an unfinished (sending or paused) issue; else the earliest draft; else the
+    articles since the last sent issue up to now. When the last sent issue's window reaches
+    past now (it was sent for the current week), there is nothing newer yet: that issue
+    is meant, as sent, and the note says so.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    unfinished = store.unfinished_issues(session)
+    if unfinished:
+        issue = unfinished[0]
+        return Upcoming(_window_of(issue), f"Issue {issue.number} ({issue.label}) is "
+                        f"{issue.status}: it is the one a send continues.")
+    drafts = store.drafts(session)
+    if drafts:
+        issue = drafts[0]
+        return Upcoming(_window_of(issue), f"Draft issue {issue.number} ({issue.label}); change "
+                        f"it with: digest issue edit {issue.label}")
+    last = store.last_out_issue(session)
+    if last is not None and last.window_end >= now:
+        until = last.window_end.astimezone(settings.tz)
+        return Upcoming(_window_of(last), (
+            f"Issue {last.number} ({last.label}) was the last one sent and covers articles up "
+            f"to {until:%a %Y-%m-%d %H:%M %Z}, so nothing newer is due yet; showing it as "
+            "sent. For the next issue: digest draft, or --week."
+        ))
+    return Upcoming(window_for(session, settings, now=now))
+
+
+def _window_of(issue: Issue) -> Window:
+    return Window(issue.window_start, issue.window_end, issue.label)
+
+
 def select_issue(
     session: Session,
     settings: Settings,
@@ -241,15 +313,16 @@ def select_issue(
     intro: str = "",
     subject: str = "",
     preheader: str = "",
+    now: datetime | None = None,
 ) -> IssueContent:
     """Select the window's articles into an (unsaved) issue's content.
 
-    If an issue already exists for exactly this window, its frozen selection is returned,
-    so a preview shows what was (or will be) sent.
+    If an issue already exists for this window or week (a draft, or one sent or sending),
+    its frozen selection is returned, so a preview shows what was (or will be) sent.
     """
-    existing = store.issue_for_window(session, window.start, window.end)
+    existing = existing_issue(session, window)
     if existing is not None:
-        return content_of(session, existing)
+        return content_of(session, existing, settings, now=now)
     articles = store.articles_in_window(
         session, window.start, window.end, include_sent=include_sent
     )
@@ -269,14 +342,43 @@ def select_issue(
         intro=intro,
         subject=subject,
         preheader=preheader,
+        issue_date=dated(settings, window, now),
     )
 
 
-def freeze_issue(session: Session, content: IssueContent) -> Issue:
-    """Store content as a new issue (status sending) with its articles in order."""
+def dated(settings: Settings, window: Window, now: datetime | None = None) -> date:
+    """The date an issue for window carries: the day it is scheduled or sent, in timezone.
+
+    A window that ends at a scheduled moment (what ``send --if-due`` sends) is dated that
+    day; any other window is dated the day it is sent, which for a preview is today.
+    """
+    from digest.errors import ConfigError
+    from digest.schedule import Schedule
+
+    tz = settings.tz
+    try:
+        scheduled = Schedule.from_settings(settings).window(window.end)
+    except ConfigError:
+        scheduled = None  # a broken schedule is reported by `digest schedule`, not here
+    if scheduled is not None and (scheduled.start, scheduled.end) == (window.start, window.end):
+        return window.end.astimezone(tz).date()
+    return (now or datetime.now(UTC)).astimezone(tz).date()
+
+
+def freeze_issue(
+    session: Session, content: IssueContent, *, status: IssueStatus = IssueStatus.SENDING,
+) -> Issue:
+    """Store content as a new issue (status sending, or draft) with its articles in order.
+
+    A draft keeps no date: it is worked out when shown, and fixed when its send starts.
+    """
+    def choice(article_id: int) -> Placement:
+        return Placement.PINNED if article_id in content.pinned else Placement.AUTO
+
     placements = [
-        (article.id, block.name, False) for block in content.sections for article in block.articles
-    ] + [(article.id, article.section, True) for article in content.more]
+        (a.id, block.name, False, choice(a.id))
+        for block in content.sections for a in block.articles
+    ] + [(a.id, a.section, True, choice(a.id)) for a in content.more]
     return store.create_issue(
         session,
         label=content.label,
@@ -286,27 +388,58 @@ def freeze_issue(session: Session, content: IssueContent) -> Issue:
         subject=content.subject,
         preheader=content.preheader,
         intro=content.intro,
+        status=status,
+        lead_id=content.lead_id,
+        issue_date=None if status == IssueStatus.DRAFT else content.issue_date,
     )
 
 
-def content_of(session: Session, issue: Issue) -> IssueContent:
-    """Rebuild an issue's content from its frozen placements."""
+def content_of(
+    session: Session, issue: Issue, settings: Settings | None = None, *,
+    now: datetime | None = None,
+) -> IssueContent:
+    """Rebuild an issue's content from its frozen placements (dropped ones left out).
+
+    The lead's section comes first and the lead opens it. With settings, an issue that has
+    no stored date yet (a draft) is dated as it would be if sent now.
+    """
     blocks: dict[str, list[ArticleView]] = {}
     more: list[ArticleView] = []
+    pinned: set[int] = set()
+    lead_id = issue.lead_article_id
     for placement in store.issue_placements(session, issue.id):
+        if placement.choice == Placement.DROPPED:
+            continue
         view = article_view(placement.article)
-        if placement.overflow:
+        if placement.choice == Placement.PINNED:
+            pinned.add(view.id)
+        if placement.overflow and view.id != lead_id:
             more.append(view)
         else:
             blocks.setdefault(placement.section, []).append(view)
+    ordered = list(blocks.items())
+    lead_block = next((i for i, (_, items) in enumerate(ordered)
+                       if any(a.id == lead_id for a in items)), None)
+    if lead_block is None:
+        lead_id = None
+    else:
+        name, items = ordered.pop(lead_block)
+        items.sort(key=lambda a: a.id != lead_id)  # stable: the rest keep their order
+        ordered.insert(0, (name, items))
+    issue_day = issue.issue_date
+    if issue_day is None and settings is not None:
+        issue_day = dated(settings, _window_of(issue), now)
     return IssueContent(
         number=issue.number,
         window_start=issue.window_start,
         window_end=issue.window_end,
         label=issue.label,
-        sections=tuple(SectionBlock(name, tuple(items)) for name, items in blocks.items()),
+        sections=tuple(SectionBlock(name, tuple(items)) for name, items in ordered),
         more=tuple(more),
         intro=issue.intro,
         subject=issue.subject,
         preheader=issue.preheader,
+        lead_id=lead_id,
+        pinned=frozenset(pinned),
+        issue_date=issue_day,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -78,12 +79,21 @@ class SubscriberStatus(enum.StrEnum):
 
 
 class IssueStatus(enum.StrEnum):
-    """Lifecycle of an issue's send."""
+    """Lifecycle of an issue: an editable draft, then its send."""
 
+    DRAFT = "draft"  # frozen selection an editor may still change; no deliveries yet
     SENDING = "sending"
     PAUSED = "paused"
     CANCELLED = "cancelled"
     SENT = "sent"
+
+
+class Placement(enum.StrEnum):
+    """How an article came to be in an issue (or not)."""
+
+    AUTO = "auto"  # the automatic selection put it there
+    PINNED = "pinned"  # an editor added it: always in the issue, whatever the caps
+    DROPPED = "dropped"  # an editor left it out: never in this issue, free for a later one
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -157,6 +167,12 @@ class Issue(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     preheader: Mapped[str] = mapped_column(Text, default="")
     intro: Mapped[str] = mapped_column(Text, default="")
+    # The lead story an editor chose; None means the first story of the selection.
+    lead_article_id: Mapped[int | None] = mapped_column(
+        ForeignKey("articles.id", ondelete="SET NULL")
+    )
+    # The date readers see, fixed when the send starts; a draft's is worked out when shown.
+    issue_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
     # Sender lease: on SQLite one sender holds it; expires when the holder dies.
@@ -182,6 +198,7 @@ class IssueArticle(Base):
     position: Mapped[int] = mapped_column(Integer)
     section: Mapped[str] = mapped_column(String(200))
     overflow: Mapped[bool] = mapped_column(Boolean, default=False)
+    choice: Mapped[str] = mapped_column(String(10), default=Placement.AUTO)
 
     issue: Mapped[Issue] = relationship(back_populates="articles")
     article: Mapped[Article] = relationship()

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from digest.config import Settings
 from digest.db import Database
 from digest.errors import InputError
-from digest.issues import IssueContent, select_issue, window_for
+from digest.issues import IssueContent, select_issue, upcoming, window_for
 from digest.models import Article, Issue
 from digest.personalise import Recipient
 from digest.render import CompiledIssue, Renderer, personalise
@@ -35,6 +35,7 @@ class Preview:
     recipient: Recipient
     html: str
     text: str
+    note: str = ""  # which issue this is, when no window was given (issues.upcoming)
 
     def output(self, fmt: str, settings: Settings) -> bytes:
         """The preview in one of FORMATS, as bytes ready to write."""
@@ -104,9 +105,18 @@ def build_preview(
     as_email: str | None = None,
     renderer: Renderer | None = None,
 ) -> Preview:
-    """Select the window's issue and render it for one reader (default: a sample reader)."""
+    """Select the window's issue and render it for one reader (default: a sample reader).
+
+    Without week, since or until it is the issue ``digest send`` would send now: a draft,
+    the next articles, or (when nothing newer is due) the last sent issue, with a note.
+    """
     with db.read() as session:
-        window = window_for(session, settings, week=week, since=since, until=until)
+        note = ""
+        if week or since or until:
+            window = window_for(session, settings, week=week, since=since, until=until)
+        else:
+            chosen = upcoming(session, settings)
+            window, note = chosen.window, chosen.note
         content = select_issue(
             session, settings, window, include_sent=include_sent, intro=intro,
             subject=subject, preheader=preheader,
@@ -123,7 +133,7 @@ def build_preview(
         recipient = sample_reader(settings, content.label)
     compiled = (renderer or Renderer(settings)).compile(content, sections)
     body_html, body_text = personalise(compiled, recipient)
-    return Preview(content, compiled, recipient, body_html, body_text)
+    return Preview(content, compiled, recipient, body_html, body_text, note)
 
 
 def summary_lines(preview: Preview, settings: Settings) -> list[str]:
@@ -133,7 +143,8 @@ def summary_lines(preview: Preview, settings: Settings) -> list[str]:
     from digest.render import GMAIL_CLIP_BYTES
 
     content, report = preview.content, preview.compiled.report
-    lines = [f"Issue {content.number} ({content.label}): {preview.compiled.subject}"]
+    lines = [preview.note] if preview.note else []
+    lines.append(f"Issue {content.number} ({content.label}): {preview.compiled.subject}")
     for block in content.sections:
         lines.append(f"  {block.name}: {len(block.articles)}")
     if content.more:

@@ -190,8 +190,10 @@ def test_header_footer_lang_dark_mode_and_preheader(
     assert RECIPIENT.unsubscribe_url in hrefs
     assert RECIPIENT.preferences_url in hrefs
     top = [a.title for a in issue_content.sections[0].articles]
-    assert compiled.preheader.startswith(top[0])
-    assert top[0] in body.split("<body", 1)[1][:2000]  # the hidden preview div opens the body
+    # The preheader carries the second and third stories: the subject has the lead's.
+    assert compiled.preheader == f"{top[1]} · {top[2]}"
+    assert top[0] in compiled.subject and top[0] not in compiled.preheader
+    assert top[1] in body.split("<body", 1)[1][:2000]  # the hidden preview div opens the body
 
 
 def test_language_setting_reaches_the_document(render_settings: Settings) -> None:
@@ -327,7 +329,7 @@ def test_hostile_feed_content_adds_no_elements_or_attributes(render_settings: Se
     assert outline.of("dg-section-label")[0] == 'Eu"rope <script>'
     # Unusable links are dropped, not rewritten.
     assert set(compiled.report.unlinked) == {1, 2, 3, 4, 5, 6, 7, 40}
-    assert compiled.subject.startswith("Weekly ")
+    assert compiled.subject.endswith(" and 9 more stories") and "\n" not in compiled.subject
 
 
 def test_hostile_content_in_the_text_part_stays_plain(render_settings: Settings) -> None:
@@ -430,7 +432,7 @@ def test_section_variant_contains_only_its_sections(
     assert "LATIN AMERICA" not in text
     for article in issue_content.sections[1].articles:
         assert article.title not in text
-    assert compiled.subject.endswith(f"and {len(shown) + len(more) - 1} more")
+    assert compiled.subject.endswith(f"and {len(shown) + len(more) - 1} more stories")
 
 
 def test_compile_runs_once_per_distinct_section_set(
@@ -498,9 +500,11 @@ def test_subject_from_template_and_override(render_settings: Settings) -> None:
     settings = dataclasses.replace(
         render_settings, subject_template="#{number} {date}: {headline} (+{more}) · {newsletter}"
     )
-    first = content.sections[0].articles[0].title
+    assert content.sections[0].articles[0].title == (
+        "Harbour towns bet on ferries as rail strikes drag on")
+    # Over 78 characters in all, so the headline (only) is shortened at a word boundary.
     assert Renderer(settings).compile(content).subject == (
-        f"#47 21 November 2025: {first} (+8) · The Example Weekly"
+        "#47 21 November 2025: Harbour towns bet on ferries… (+8) · The Example Weekly"
     )
     custom = dataclasses.replace(content, subject="Special\r\nBcc: x@example.com", preheader="Hi")
     compiled = Renderer(settings).compile(custom)

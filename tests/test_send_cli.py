@@ -120,7 +120,7 @@ def test_temporary_failures_say_when_they_will_be_retried(
     show = runner.invoke(main, ["issues", "show", "2025-W47"], env=env)
     assert show.exit_code == 0, show.output
     assert "Issue 1 (2025-W47): sending" in show.output
-    assert "  subject  The Weekly Digest: Story 1 of 2025-W47 and 1 more" in show.output
+    assert "  subject  Story 1 of 2025-W47 and 1 more story" in show.output
     assert "10 total: 9 sent, 0 failed, 1 pending, 0 in flight, 0 skipped" in show.output
     assert "r3@example.com  (attempt 1) 451 451 4.7.1 Greylisted" in show.output
 

@@ -161,6 +161,8 @@ def check(app: AppContext, week: str | None, since: str | None, until: str | Non
         preheader=preheader,
     )
     report = check_issue(result.compiled, result.content, app.settings)
+    if result.note:
+        click.echo(result.note)
     click.echo(f"Issue {result.content.number} ({result.content.label}): "
                f"{result.content.article_count} articles, subject {result.compiled.subject!r}")
     for line in report.lines():

@@ -21,6 +21,7 @@ class Plan:
     shorten: bool = False
     moved: list[int] = field(default_factory=list)
     dropped: list[ArticleView] = field(default_factory=list)
+    pinned: frozenset[int] = frozenset()  # an editor's additions: never dropped
 
     def shown(self) -> list[ArticleView]:
         return [a for _, arts in self.sections for a in arts] + self.more
@@ -51,11 +52,16 @@ class Plan:
         self.more[: count - 1] = block
         return True
 
+    def can_drop(self) -> bool:
+        return any(a.id not in self.pinned for a in self.more)
+
     def drop_one(self) -> bool:
-        if not self.more:
-            return False
-        self.dropped.insert(0, self.more.pop())
-        return True
+        """Leave out the last of "more stories" that an editor did not pin."""
+        for i in range(len(self.more) - 1, -1, -1):
+            if self.more[i].id not in self.pinned:
+                self.dropped.insert(0, self.more.pop(i))
+                return True
+        return False
 
 
 

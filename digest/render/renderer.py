@@ -21,6 +21,7 @@ from mjml import mjml_to_html
 import digest
 from digest.config import Settings
 from digest.errors import ConfigError
+from digest.headlines import check_subject, default_preheader, default_subject
 from digest.issues import ArticleView, IssueContent
 from digest.personalise import SplicedTemplate
 from digest.render.markup import ascii_html, collapse_whitespace, head_css_bytes, intro_html
@@ -36,7 +37,6 @@ from digest.render.values import (
     format_date,
     lang_tag,
     link_url,
-    preheader_text,
     shorten,
 )
 
@@ -163,25 +163,21 @@ class Renderer:
         return None if chosen == present else chosen
 
     def subject(self, content: IssueContent, shown: list[ArticleView]) -> str:
-        """The subject line: the issue's override, else settings.subject_template."""
+        """The subject line: the issue's override, else settings.subject_template.
+
+        Either way it is one line (it goes into a mail header) of at most
+        headlines.SUBJECT_MAX characters.
+        """
         if content.subject:
-            return clean_text(content.subject)
-        headline = clean_text(shown[0].title) if shown else ""
-        try:
-            subject = self.settings.subject_template.format(
-                newsletter=self.settings.newsletter_name,
-                headline=headline,
-                more=max(len(shown) - 1, 0),
-                number=content.number,
-                date=format_date(content, self.settings),
-            )
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise ConfigError(
-                f"subject_template {self.settings.subject_template!r} is invalid ({exc}); "
-                "use only {newsletter}, {headline}, {more}, {number} and {date}"
-            ) from None
-        # A subject goes into a mail header: no CR, LF or other control characters.
-        return clean_text(subject)
+            return check_subject(content.subject, what="the issue's subject")
+        return default_subject(
+            self.settings.subject_template,
+            newsletter=self.settings.newsletter_name,
+            headline=clean_text(shown[0].title) if shown else "",
+            more=max(len(shown) - 1, 0),
+            number=content.number,
+            date=format_date(content, self.settings),
+        )
 
     # ---- compile with the size gate
 
@@ -206,7 +202,7 @@ class Renderer:
                 plan.shorten = True
                 continue
             # Then move section articles into "more stories"; only then leave stories out.
-            now = "move" if plan.can_move() else "drop" if plan.more else ""
+            now = "move" if plan.can_move() else "drop" if plan.can_drop() else ""
             if not now:
                 break
             if now != phase:
@@ -252,7 +248,8 @@ class Renderer:
         sections = [(s.name, list(s.articles)) for s in content.sections if keep(s.name)]
         more = [a for a in content.more if keep(a.section)]
         rank = {a.id: (i, j) for i, (_, arts) in enumerate(sections) for j, a in enumerate(arts)}
-        return Plan(sections=[(n, a) for n, a in sections if a], more=more, rank=rank)
+        return Plan(sections=[(n, a) for n, a in sections if a], more=more, rank=rank,
+                    pinned=content.pinned)
 
     # ---- one Jinja + MJML pass
 
@@ -309,7 +306,7 @@ class Renderer:
         ]
         more = [story(a) for a in plan.more]
         shown = plan.shown()
-        preheader = clean_text(content.preheader) or preheader_text(shown)
+        preheader = clean_text(content.preheader) or default_preheader(shown)
         subject = self.subject(content, shown)
         title = f"{settings.newsletter_name} · Issue {content.number}"
         common: dict[str, Any] = {

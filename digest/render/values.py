@@ -71,9 +71,12 @@ def shorten(text: str, limit: int = SHORT_BLURB_CHARS) -> str:
 
 
 def format_date(content: IssueContent, settings: Settings) -> str:
-    """The issue date as readers see it: the window's last day in the publication's zone."""
-    # The window is half-open: a week ending Monday 00:00 is dated the Sunday before.
-    day = (content.window_end - timedelta(microseconds=1)).astimezone(settings.tz).date()
+    """The issue date as readers see it: the day it is sent or scheduled (issues.dated)."""
+    day = content.issue_date
+    if day is None:
+        # Content built by hand, without a date: the window's last day (the window is
+        # half-open, so a week ending Monday 00:00 is dated the Sunday before).
+        day = (content.window_end - timedelta(microseconds=1)).astimezone(settings.tz).date()
     return f"{day.day} {day:%B %Y}"
 
 
@@ -87,9 +90,3 @@ def lang_tag(language: str) -> str:
 def blurb(article: ArticleView) -> str:
     """The line under a headline: the dek, else the summary, as clean text."""
     return clean_text(article.dek or article.summary)
-
-
-def preheader_text(shown: list[ArticleView], limit: int = 140) -> str:
-    """Inbox preview text from the top stories' headlines."""
-    titles = [clean_text(a.title) for a in shown[:3] if clean_text(a.title)]
-    return shorten(" · ".join(titles), limit)

@@ -24,6 +24,8 @@ from digest.issues import (
     IssueContent,
     Window,
     content_of,
+    dated,
+    existing_issue,
     freeze_issue,
 )
 from digest.models import Issue, IssueStatus, utcnow
@@ -32,7 +34,6 @@ from digest.sending.results import SendSummary
 from digest.store import issues as issue_store
 from digest.store import outbox
 
-_WEEK_LABEL = re.compile(r"^\d{4}-W\d{2}$")
 
 def message_id_domain(settings: Settings) -> str:
     """The domain in generated Message-IDs: the DKIM domain, else the From address's."""
@@ -64,10 +65,7 @@ def ref_of(issue: Issue) -> IssueRef:
 
 def find_issue(session: Session, window: Window) -> Issue | None:
     """The issue for this window, or for the same ISO week label (never two for one week)."""
-    issue = issue_store.issue_for_window(session, window.start, window.end)
-    if issue is None and _WEEK_LABEL.match(window.label):
-        issue = issue_store.issue_by_label(session, window.label)
-    return issue
+    return existing_issue(session, window)
 
 
 def lookup_issue(db: Database, ref: str) -> IssueRef:
@@ -93,6 +91,16 @@ def create_issue(
         try:
             with db.write() as session:
                 existing = find_issue(session, window)
+                if existing is not None and existing.status == IssueStatus.DRAFT:
+                    # The editor's draft is sent as it stands, dated the day its send starts.
+                    own = Window(existing.window_start, existing.window_end, existing.label)
+                    day = dated(settings, own, now)
+                    if issue_store.promote_draft(session, existing.id, day):
+                        outbox.create_deliveries(session, existing.id, domain=domain,
+                                                 now=now or utcnow())
+                        session.refresh(existing)
+                        return ref_of(existing), True
+                    session.refresh(existing)
                 if existing is not None:
                     return ref_of(existing), False
                 issue = freeze_issue(session, content)

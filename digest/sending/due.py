@@ -30,6 +30,10 @@ def check_due(db: Database, settings: Settings, *, now: datetime | None = None,
     with db.read() as session:
         found = find_issue(session, period.window)
         issue = ref_of(found) if found is not None else None
+    # An editor's draft is not a send in progress: it is what a due send sends.
+    draft = issue if issue is not None and issue.status == IssueStatus.DRAFT else None
+    if draft is not None:
+        issue = None
     label = period.window.label
     due = period.due_at.astimezone(Schedule.from_settings(settings).tz)
     due_text = f"{due:%a %Y-%m-%d %H:%M %Z}"
@@ -53,7 +57,9 @@ def check_due(db: Database, settings: Settings, *, now: datetime | None = None,
             "stale", period, None,
             f"Nothing due: the {label} issue was due {due_text}, more than "
             f"{settings.schedule_grace_hours:g} h ago (schedule_grace_hours), so that week is "
-            "skipped. To send it anyway: digest send --if-due --force",
+            "skipped. To send it anyway: digest send --if-due --force"
+            + (f" (its draft, issue {draft.number}, is kept)" if draft is not None else ""),
         )
     action = "resume" if issue is not None else "send"
-    return DueCheck(action, period, issue, f"Issue for {label} was due {due_text}.")
+    what = f"Draft issue {draft.number}" if draft is not None else "Issue"
+    return DueCheck(action, period, issue, f"{what} for {label} was due {due_text}.")

@@ -20,7 +20,7 @@ from digest.issues import (
     Window,
     content_of,
     select_issue,
-    window_for,
+    upcoming,
 )
 from digest.mail.base import BaseBackend, SendResult
 from digest.message import DkimSigner, MessageTemplate, make_message_id
@@ -80,9 +80,10 @@ class IssueOptions:
 def default_window(db: Database, settings: Settings, *, now: datetime | None = None) -> Window:
     """What ``digest send`` sends without --week/--since/--until.
 
-    An unfinished (sending) issue first, so a rerun after a crash resumes it; otherwise the
-    window from the end of the last sent issue to now. A paused issue must be resumed or
-    cancelled first, so that it is not silently overtaken by a new one.
+    An unfinished (sending) issue first, so a rerun after a crash resumes it; then a draft,
+    sent as the editor left it; otherwise the window from the end of the last sent issue to
+    now (see issues.upcoming). A paused issue must be resumed or cancelled first, so that
+    it is not silently overtaken by a new one.
     """
     with db.read() as session:
         unfinished = issue_store.unfinished_issues(session)
@@ -94,7 +95,7 @@ def default_window(db: Database, settings: Settings, *, now: datetime | None = N
                     f"{issue.label}` and digest send again, or cancel it"
                 )
             return Window(issue.window_start, issue.window_end, issue.label)
-        return window_for(session, settings, now=now)
+        return upcoming(session, settings, now=now).window
 
 
 @dataclass
@@ -116,9 +117,17 @@ def prepare(
     options = options or IssueOptions()
     with db.read() as session:
         existing = find_issue(session, window)
-        if existing is not None:
+        if existing is not None and existing.status != IssueStatus.DRAFT:
             return Prepared(window, content_of(session, existing), ref_of(existing))
-        if content is None:
+        if existing is not None:
+            # A draft is sent as the editor left it; create_issue promotes it.
+            if options.intro or options.subject or options.preheader:
+                raise InputError(
+                    f"issue {existing.number} ({existing.label}) is a draft: change its subject, "
+                    f"preheader or intro with digest issue edit {existing.label}"
+                )
+            content = content_of(session, existing, settings)
+        elif content is None:
             content = select_issue(
                 session, settings, window, include_sent=options.include_sent,
                 intro=options.intro, subject=options.subject, preheader=options.preheader,

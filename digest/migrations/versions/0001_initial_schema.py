@@ -51,10 +51,13 @@ def upgrade() -> None:
     sa.Column('subject', sa.Text(), nullable=False),
     sa.Column('preheader', sa.Text(), nullable=False),
     sa.Column('intro', sa.Text(), nullable=False),
+    sa.Column('lead_article_id', sa.Integer(), nullable=True),
+    sa.Column('issue_date', sa.Date(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('lease_owner', sa.String(length=200), nullable=True),
     sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['lead_article_id'], ['articles.id'], name=op.f('fk_issues_lead_article_id_articles'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_issues')),
     sa.UniqueConstraint('number', name=op.f('uq_issues_number')),
     sa.UniqueConstraint('window_start', 'window_end', name='uq_issues_window')
@@ -138,6 +141,7 @@ def upgrade() -> None:
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('section', sa.String(length=200), nullable=False),
     sa.Column('overflow', sa.Boolean(), nullable=False),
+    sa.Column('choice', sa.String(length=10), nullable=False),
     sa.ForeignKeyConstraint(['article_id'], ['articles.id'], name=op.f('fk_issue_articles_article_id_articles'), ondelete='RESTRICT'),
     sa.ForeignKeyConstraint(['issue_id'], ['issues.id'], name=op.f('fk_issue_articles_issue_id_issues'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('issue_id', 'article_id', name=op.f('pk_issue_articles'))
