@@ -255,4 +255,7 @@ class MessageTemplate:
             sender=self.sender,
             recipient=address,
             data=self._build(recipient, address, message_id, date),
+            # Quoted-printable never starts a line with "." (qp_segment and qp_value encode
+            # it as =2E) and folded headers start with a space, so no line needs stuffing.
+            wire_ready=True,
         )

@@ -74,8 +74,9 @@ class Fault:
 class _State:
     """Everything the server records and every script it follows, shared across threads."""
 
-    def __init__(self, auth: tuple[str, str] | None) -> None:
+    def __init__(self, auth: tuple[str, str] | None, pipelining: bool) -> None:
         self.auth = auth
+        self.pipelining = pipelining
         self.lock = threading.Condition()
         self.messages: list[ReceivedMessage] = []
         self.ehlo_names: list[str] = []
@@ -109,6 +110,17 @@ class _Handler:
 
     def __init__(self, state: _State) -> None:
         self.state = state
+
+    async def handle_EHLO(
+        self, server: _ScriptedSMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        # aiosmtpd reads one command at a time, so it copes with pipelined input; it just
+        # does not say so. PIPELINING goes before the final "250 HELP" line.
+        session.host_name = hostname
+        if self.state.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: _ScriptedSMTP, session: Session, envelope: Envelope,
@@ -250,7 +262,8 @@ class SMTPTestServer:
     """A running aiosmtpd server on 127.0.0.1 with knobs for failure scripts.
 
     ``auth=(user, password)`` makes the server refuse MAIL FROM (530) until the client logs
-    in with those credentials. ``tls="starttls"`` (required before MAIL) or ``tls="ssl"``
+    in with those credentials. ``pipelining=False`` stops it advertising PIPELINING (RFC 2920),
+    so clients speak command and reply. ``tls="starttls"`` (required before MAIL) or ``tls="ssl"``
     (implicit TLS) need ``certificate=(certfile, keyfile)``, see :func:`make_self_signed_cert`.
     """
 
@@ -262,13 +275,14 @@ class SMTPTestServer:
         auth: tuple[str, str] | None = None,
         tls: Literal["starttls", "ssl"] | None = None,
         certificate: tuple[Path, Path] | None = None,
+        pipelining: bool = True,
     ) -> None:
         if tls and certificate is None:
             raise ValueError("tls needs certificate=(certfile, keyfile)")
         self.host = host
         self.port = port
         self.tls = tls
-        self._state = _State(auth)
+        self._state = _State(auth, pipelining)
         kwargs: dict[str, Any] = {
             "hostname": host,
             "port": port,
@@ -457,12 +471,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require AUTH with these")
+    parser.add_argument("--no-pipelining", action="store_true",
+                        help="do not advertise PIPELINING")
     args = parser.parse_args(argv)
     # aiosmtpd logs a deprecation of its own attribute on every AUTH; not our concern here.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     user, _, password = (args.auth or "").partition(":")
     auth = (user, password) if args.auth else None
-    with SMTPTestServer(host=args.host, port=args.port, auth=auth) as server:
+    with SMTPTestServer(host=args.host, port=args.port, auth=auth,
+                        pipelining=not args.no_pipelining) as server:
         print(f"listening on {server.host}:{server.port}; Ctrl-C stops", flush=True)
         seen = 0
         try:

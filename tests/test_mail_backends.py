@@ -388,8 +388,8 @@ class TestMemoryBackend(BackendContract):
         results = backend.send_messages(make_messages(3))
         assert [(r.outcome, r.code, r.text) for r in results] == [
             (Outcome.SENT, 250, "OK"),
-            (Outcome.PERMANENT, 550, "no such user"),
-            (Outcome.TEMPORARY, 452, "mailbox full"),
+            (Outcome.BOUNCED, 550, "no such user"),
+            (Outcome.DEFERRED, 452, "mailbox full"),
         ]
         assert [m.recipient for m in MemoryBackend.outbox] == ["reader0@example.com"]
 
@@ -413,7 +413,30 @@ def sent_ids(results: Sequence[SendResult]) -> list[str]:
 
 
 class TestSMTPBackend(BackendContract):
-    """The SMTP backend against a real aiosmtpd server on 127.0.0.1."""
+    """The SMTP backend against a real aiosmtpd server on 127.0.0.1, once with PIPELINING
+    advertised (envelopes pipelined) and once without (command and reply)."""
+
+    @pytest.fixture(params=[True, False], ids=["pipelining", "lockstep"])
+    def pipelining(self, request: pytest.FixtureRequest) -> bool:
+        return bool(request.param)
+
+    @pytest.fixture
+    def smtp_server(self, pipelining: bool) -> Iterator[SMTPTestServer]:
+        with SMTPTestServer(pipelining=pipelining) as server:
+            yield server
+
+    @pytest.fixture
+    def smtp_server_factory(self, pipelining: bool) -> Iterator[Callable[..., SMTPTestServer]]:
+        servers: list[SMTPTestServer] = []
+
+        def start(**options: Any) -> SMTPTestServer:
+            server = SMTPTestServer(pipelining=pipelining, **options)
+            servers.append(server)
+            return server.start()
+
+        yield start
+        for server in servers:
+            server.stop()
 
     @pytest.fixture
     def harness(self, smtp_server: SMTPTestServer) -> Harness:
@@ -459,7 +482,8 @@ class TestSMTPBackend(BackendContract):
     @pytest.mark.parametrize(
         ("reply", "outcome"),
         [
-            ("550 5.1.1 No such user", Outcome.PERMANENT),
+            ("550 5.1.1 No such user", Outcome.BOUNCED),
+            ("550 5.7.1 Relaying denied", Outcome.REJECTED),
             ("450 4.2.1 Mailbox busy", Outcome.TEMPORARY),
             ("452 4.5.3 Too many recipients", Outcome.TEMPORARY),
             # RFC 5321 §4.5.3.1.10: 552 at RCPT means 452.
@@ -621,14 +645,20 @@ class TestSMTPBackend(BackendContract):
         assert {r.outcome for r in results} == {Outcome.SENT}
         assert {m.auth_user for m in server.messages} == {"ann"}
 
-    def test_missing_credentials_are_temporary_not_permanent(
+    def test_missing_credentials_stop_the_send_with_a_configuration_error(
         self, smtp_server_factory: Callable[..., SMTPTestServer]
     ) -> None:
-        """530 "authentication required" is our configuration, so no subscriber is given up."""
+        """530 "authentication required" with no username set is our configuration: the batch
+        stops at once with an error naming the settings, and no subscriber is given up."""
         server = smtp_server_factory(auth=("ann", "right"))
-        with smtp_backend(server) as backend:
-            [result] = backend.send_messages([make_message(1)])
-        assert (result.outcome, result.code) == (Outcome.TEMPORARY, 530)
+        started = time.monotonic()
+        with smtp_backend(server) as backend, pytest.raises(BackendConfigError) as info:
+            backend.send_messages(make_messages(50))
+        assert time.monotonic() - started < 5
+        assert "requires authentication (530 5.7.0" in str(info.value)
+        assert "DIGEST_SMTP_USERNAME and DIGEST_SMTP_PASSWORD" in str(info.value)
+        assert server.messages == []
+        assert server.transactions <= 2  # one per connection, not one per message
 
     def test_wrong_port_fails_open_quickly_with_a_clear_message(self) -> None:
         """Nothing listening: BackendConfigError says what could not be reached and why."""

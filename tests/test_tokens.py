@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import string
 import time
 from typing import NamedTuple
 
 import pytest
-from itsdangerous import TimestampSigner
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from itsdangerous import TimestampSigner, URLSafeSerializer
 
 from digest import tokens
 from digest.config import Settings
@@ -188,3 +192,24 @@ def test_webhook_signature() -> None:
     tokens.check_webhook_signature(("s2",), both, body, now, path=path)
     with pytest.raises(TokenError, match="not configured"):
         tokens.check_webhook_signature((), header, body, now, path=path)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(
+    subscriber_id=st.integers(min_value=-(2**63), max_value=2**63),
+    email_key=st.text(max_size=80),
+    keys=st.lists(st.text(min_size=1, max_size=40).filter(str.strip), min_size=1, max_size=3),
+)
+def test_links_are_the_tokens_itsdangerous_issues(
+    subscriber_id: int, email_key: str, keys: list[str]
+) -> None:
+    """Unsubscribe and preferences links sent in past issues keep working: the one-HMAC path
+    writes exactly what URLSafeSerializer writes, with the newest key."""
+    s = settings(*keys)
+    for purpose in ("unsubscribe", "preferences"):
+        library = URLSafeSerializer(
+            list(reversed(keys)), salt=tokens.SALTS[purpose],
+            signer_kwargs={"digest_method": hashlib.sha256},
+        ).dumps([subscriber_id, tokens.binding(email_key)])
+        assert tokens.make_token(s, purpose, subscriber_id, email_key) == library
+        assert tokens.read_token(s, purpose, library).subscriber_id == subscriber_id

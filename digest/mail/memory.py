@@ -39,7 +39,7 @@ class MemoryBackend(BaseBackend):
         with self._lock:
             for message in messages:
                 code, text = self.replies.get(message.recipient, (250, "OK"))
-                outcome = Outcome.from_smtp_code(code, at_rcpt=True)
+                outcome = Outcome.from_smtp_code(code, text, at_rcpt=True)
                 if outcome is Outcome.SENT:
                     self.outbox.append(message)
                 results.append(SendResult.for_message(message, outcome, code, text))

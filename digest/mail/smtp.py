@@ -1,46 +1,52 @@
-"""SMTP backend: a pool of reused connections, messages spread over it by threads.
+"""SMTP backend: a pool of reused connections, all driven by one thread without blocking.
+
+Why one thread: a send is CPU-bound in Python, and threads under the GIL only take turns at
+the CPU. The pool instead multiplexes its connections through a selector (digest.mail.pipeline
+does the protocol, pipelined when the server offers it), so while one connection waits for
+its round trip the others write; more cores are used by more processes (``--workers``).
 
 Retry policy, decided here so that callers can rely on it:
 
-* A reply classifies the message: 2xx SENT, 5xx PERMANENT, 4xx TEMPORARY; 552 at RCPT
-  (RFC 5321 §4.5.3.1.10) and 530 "authentication required" are TEMPORARY too. The code and
-  text are in the :class:`SendResult`.
+* A reply classifies the message (Outcome.from_smtp_code): 2xx SENT, 5xx REJECTED, or
+  BOUNCED when it says the address does not exist, 4xx DEFERRED; 552 at RCPT
+  (RFC 5321 §4.5.3.1.10) is DEFERRED too. The code and text are in the :class:`SendResult`.
+* 530 "authentication required" while no username is set is a configuration error: the
+  batch stops and send_messages raises BackendConfigError (nothing is retried or given up).
 * If the connection closes (a 421 reply, a reset, a timeout) before the end of DATA was sent,
   the server cannot have taken the message, so it is tried once more on a new connection
   within the batch.
 * If the connection is lost after the end of DATA was sent but before the reply arrived, the
-  message may have been delivered. It is reported TEMPORARY and not retried here: the caller
+  message may have been delivered. It is reported DEFERRED and not retried here: the caller
   retries it later with the same Message-ID, so a duplicate can be recognised.
 * If a new connection cannot be opened, or is lost before it carried one message, the server
-  is treated as down: the rest of the batch is reported TEMPORARY without being tried.
+  is treated as down: the rest of the batch is reported DEFERRED without being tried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-import queue
-import re
+import selectors
 import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 from digest.mail.base import BackendConfigError, BaseBackend, Outcome, OutgoingMessage, SendResult
+from digest.mail.pipeline import Flight, LostConnection, Wire
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
     from digest.config import Settings
 
 log = logging.getLogger(__name__)
 
 SECURITY_MODES = ("none", "starttls", "ssl")
-_DOT_AT_LINE_START = re.compile(rb"^\.", re.MULTILINE)
 _QUIT_TIMEOUT = 5.0
 
 
@@ -53,72 +59,65 @@ def default_local_hostname() -> str:
 
 
 class _Client(smtplib.SMTP):
-    """smtplib.SMTP that records whether the end of DATA went out, and the last DATA reply."""
-
-    payload_sent = False
-    data_reply: tuple[int, bytes] = (0, b"")
-
-    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        """Send DATA like smtplib does, noting the moment the final dot has been sent."""
-        self.payload_sent = False
-        self.putcmd("data")
-        code, reply = self.getreply()
-        if code != 354:
-            raise smtplib.SMTPDataError(code, reply)
-        payload = msg.encode("ascii") if isinstance(msg, str) else bytes(msg)
-        # RFC 5321 §4.5.2: a line that starts with a dot gets one more.
-        payload = _DOT_AT_LINE_START.sub(b"..", payload)
-        if not payload.endswith(b"\r\n"):
-            payload += b"\r\n"
-        self.send(payload + b".\r\n")
-        self.payload_sent = True
-        self.data_reply = self.getreply()
-        return self.data_reply
+    """smtplib.SMTP; only connecting, EHLO, STARTTLS and AUTH go through it."""
 
 
 class _SSLClient(_Client, smtplib.SMTP_SSL):
     """The same, over implicit TLS (port 465)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     """One place in the pool: a connection, or None until one is (re)opened."""
 
-    client: _Client | None = None
+    wire: Wire | None = None
     lost: bool = False  # it had a connection that was lost, so the next one is a reconnect
     replacement: bool = False  # reconnected, and has not yet carried a message
+    given_up: bool = False  # could not connect during this batch; the others carry on
 
 
 class _Batch:
-    """The messages of one send_messages call, handed out to the workers one at a time."""
+    """The messages of one send_messages call and what became of each."""
 
     def __init__(self, messages: Sequence[OutgoingMessage]) -> None:
         self.messages = messages
         self.results: list[SendResult | None] = [None] * len(messages)
+        self.tries = [0] * len(messages)
+        self.retry: deque[int] = deque()
         self._next = 0
-        self._lock = threading.Lock()
         self.stopped = ""  # why the rest of the batch is not tried (server down)
         self.last_error = ""
+        self.config_error = ""
 
-    def claim(self) -> int | None:
-        """The index of the next message to send, or None when done or stopped."""
-        with self._lock:
-            if self.stopped or self._next >= len(self.messages):
-                return None
+    def take(self) -> Flight | None:
+        """The next message to send (retries first), or None when done or stopped."""
+        if self.stopped:
+            return None
+        if self.retry:
+            index = self.retry.popleft()
+        elif self._next < len(self.messages):
+            index = self._next
             self._next += 1
-            return self._next - 1
+        else:
+            return None
+        self.tries[index] += 1
+        return Flight(index, self.messages[index])
+
+    @property
+    def waiting(self) -> bool:
+        """True while some message has not been handed to a connection."""
+        return not self.stopped and (bool(self.retry) or self._next < len(self.messages))
 
     def stop(self, reason: str) -> None:
-        """Stop handing out messages; the unsent rest will be TEMPORARY with ``reason``."""
-        with self._lock:
-            self.stopped = self.stopped or reason
+        """Stop handing out messages; the untried rest will be DEFERRED with ``reason``."""
+        self.stopped = self.stopped or reason
 
     def finish(self) -> list[SendResult]:
-        """All results, in order: messages never tried are TEMPORARY."""
+        """All results, in order: messages never tried are DEFERRED."""
         reason = self.stopped or self.last_error or "no connection was available"
         return [
             result
-            or SendResult.for_message(message, Outcome.TEMPORARY, text=f"not tried: {reason}")
+            or SendResult.for_message(message, Outcome.DEFERRED, text=f"not tried: {reason}")
             for message, result in zip(self.messages, self.results, strict=True)
         ]
 
@@ -167,10 +166,10 @@ class SMTPBackend(BaseBackend):
         self.local_hostname = local_hostname
         self.ssl_context = ssl_context
         self.verify = verify
-        self._lock = threading.Lock()
+        # One batch at a time drives the pool; a second caller waits for the first.
+        self._lock = threading.RLock()
         self._slots: list[_Slot] | None = None
-        self._idle: queue.Queue[_Slot] = queue.Queue()
-        self._executor: ThreadPoolExecutor | None = None
+        self._forget: Callable[[Wire], None] = _ignore
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -199,25 +198,17 @@ class SMTPBackend(BaseBackend):
         with self._lock:
             if self._slots is not None:
                 return
-            first = _Slot(client=self._connect())
+            first = _Slot(wire=self._wire())
             self._slots = [first] + [_Slot() for _ in range(self.connections - 1)]
-            self._idle = queue.Queue()
-            for slot in self._slots:
-                self._idle.put(slot)
-            if self.connections > 1:
-                self._executor = ThreadPoolExecutor(self.connections, "digest-smtp")
 
     def close(self) -> None:
         """Send QUIT on every pooled connection and close it. Safe to call more than once."""
         with self._lock:
             slots, self._slots = self._slots, None
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
         for slot in slots or ():
-            if slot.client is not None:
-                _quit(slot.client)
-                slot.client = None
+            if slot.wire is not None:
+                slot.wire.quit(_QUIT_TIMEOUT)
+                slot.wire = None
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self.ssl_context is not None:
@@ -316,138 +307,173 @@ class SMTPBackend(BaseBackend):
             return f"{where} refused: {_reply_text(exc)}"
         return f"{where}: {exc}"
 
+    def _wire(self) -> Wire:
+        """A new connection, ready for messages; BackendConfigError if it cannot be had."""
+        client = self._connect()
+        try:
+            return Wire(client, self.address, self.timeout)
+        except LostConnection as exc:
+            client.close()
+            raise BackendConfigError(f"could not connect to {self.address}: {exc}") from exc
+
     # -- sending ------------------------------------------------------------------------------
 
     def send_messages(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send over the pool; return one result per message, in order.
 
-        Opens and closes the pool itself if it was not open. Raises BackendConfigError only
-        in that case; once open, an unreachable server makes results TEMPORARY instead.
+        Opens and closes the pool itself if it was not open. Raises BackendConfigError if it
+        was not open and cannot be, and when the server demands AUTH that is not configured;
+        otherwise an unreachable server makes results DEFERRED instead.
         """
         if not messages:
             return []
-        opened_here = self._slots is None
-        if opened_here:
-            self.open()
-        try:
-            batch = _Batch(messages)
-            workers = min(self.connections, len(messages))
-            executor = self._executor
-            if workers == 1 or executor is None:
-                self._work(batch)
-            else:
-                futures = [executor.submit(self._work, batch) for _ in range(workers)]
-                wait(futures)
-                for future in futures:
-                    future.result()  # a bug in a worker is raised here, not swallowed
-            return batch.finish()
-        finally:
+        with self._lock:
+            opened_here = self._slots is None
             if opened_here:
-                self.close()
+                self.open()
+            try:
+                assert self._slots is not None
+                batch = _Batch(messages)
+                self._pump(batch, self._slots[: min(self.connections, len(messages))])
+                if batch.config_error:
+                    raise BackendConfigError(batch.config_error)
+                return batch.finish()
+            finally:
+                if opened_here:
+                    self.close()
 
-    def _work(self, batch: _Batch) -> None:
-        """Take one pooled connection and send messages from the batch until none are left."""
-        slot = self._idle.get()
+    def _pump(self, batch: _Batch, slots: list[_Slot]) -> None:
+        """Drive every connection until each message has a result or the batch stopped."""
+        selector = selectors.DefaultSelector()
+        watched: dict[Wire, int] = {}  # the events each live connection is registered for
+        # _lose must unregister a socket before closing it: the selector cannot find a
+        # closed socket's file descriptor, and a new socket may soon reuse the number.
+        self._forget = functools.partial(_unregister, selector, watched)
         try:
             while True:
-                if slot.client is None:
-                    try:
-                        slot.client = self._connect()
-                    except BackendConfigError as exc:
-                        if slot.lost:
-                            log.warning("smtp: cannot reconnect, server looks down: %s", exc)
-                            batch.stop(str(exc))
-                        else:
-                            batch.last_error = str(exc)  # other workers carry on
-                        return
-                    slot.replacement = slot.lost
-                index = batch.claim()
-                if index is None:
-                    return
-                batch.results[index] = self._deliver(slot, batch.messages[index], batch)
+                for slot in slots:
+                    self._feed(slot, batch)
+                    if slot.wire is not None:
+                        try:
+                            slot.wire.flush()
+                        except LostConnection as exc:
+                            self._lose(slot, batch, str(exc))
+                deadlines = []
+                for slot in slots:
+                    if slot.wire is None:
+                        continue
+                    wire = slot.wire
+                    events = selectors.EVENT_READ
+                    if wire.wants_write:
+                        events |= selectors.EVENT_WRITE
+                    if wire not in watched:
+                        selector.register(wire.sock, events, slot)
+                    elif watched[wire] != events:
+                        selector.modify(wire.sock, events, slot)
+                    watched[wire] = events
+                    deadline = wire.deadline()
+                    if deadline is not None:
+                        deadlines.append(deadline)
+                if not deadlines:
+                    break  # nothing in flight: every message has a result or cannot have one
+                timeout = max(0.0, min(deadlines) - time.monotonic())
+                for key, mask in selector.select(timeout):
+                    self._event(key.data, batch, mask)
+                now = time.monotonic()
+                for slot in slots:
+                    deadline = slot.wire.deadline() if slot.wire else None
+                    if deadline is not None and now >= deadline:
+                        self._lose(slot, batch, "timed out")
         finally:
-            self._idle.put(slot)
+            for wire in list(watched):
+                _unregister(selector, watched, wire)
+            self._forget = _ignore
+            selector.close()
 
-    def _deliver(self, slot: _Slot, message: OutgoingMessage, batch: _Batch) -> SendResult:
-        """Send one message, retrying once on a new connection when that cannot duplicate it."""
-        result, retry = self._transaction(slot, message, batch)
-        if not retry:
-            return result
-        log.info("smtp: connection to %s lost (%s); reconnecting", self.address, result.text)
+    def _event(self, slot: _Slot, batch: _Batch, mask: int) -> None:
+        """The slot's socket is writable or readable: move its messages on."""
+        wire = slot.wire
+        if wire is None:
+            return
         try:
-            slot.client = self._connect()
-        except BackendConfigError as exc:
-            batch.stop(str(exc))
-            return result
-        slot.replacement = True
-        result, _ = self._transaction(slot, message, batch)
-        return result
+            if mask & selectors.EVENT_WRITE:
+                wire.flush()
+            if mask & selectors.EVENT_READ:
+                self._settle(slot, batch, wire.read())
+        except LostConnection as exc:
+            self._settle(slot, batch, exc.finished)
+            self._lose(slot, batch, str(exc))
+            return
+        if wire.closing is not None:
+            code, text, _ = wire.closing
+            self._lose(slot, batch, f"{code} {text}")
 
-    def _transaction(
-        self, slot: _Slot, message: OutgoingMessage, batch: _Batch
-    ) -> tuple[SendResult, bool]:
-        """One MAIL/RCPT/DATA exchange: the result, and whether retrying it is safe and useful."""
-        client = slot.client
-        assert client is not None
-        outcome, code, text = self._attempt(client, message)
-        result = SendResult.for_message(message, outcome, code, text)
-        if client.sock is not None:
+    def _feed(self, slot: _Slot, batch: _Batch) -> None:
+        """Give the slot its next message if it can take one, connecting it first if need be."""
+        if slot.given_up or not batch.waiting:
+            return
+        if slot.wire is None:
+            try:
+                slot.wire = self._wire()
+            except BackendConfigError as exc:
+                if slot.lost:
+                    log.warning("smtp: cannot reconnect, server looks down: %s", exc)
+                    batch.stop(str(exc))
+                else:
+                    batch.last_error = str(exc)  # the other connections carry on
+                    slot.given_up = True
+                return
+            slot.replacement = slot.lost
+        wire = slot.wire
+        while wire.ready and (flight := batch.take()) is not None:
+            done = wire.start(flight)
+            if done is None:
+                break  # queued: its DATA reply decides when the next one may follow
+            self._settle(slot, batch, [done])
+
+    def _settle(self, slot: _Slot, batch: _Batch, finished: list[Flight]) -> None:
+        """Record the results of finished flights."""
+        for flight in finished:
+            result = flight.result
+            assert result is not None
+            batch.results[flight.index] = result
             slot.replacement = False
-            return result, False
-        slot.client = None
-        slot.lost = True
-        if slot.replacement:
-            batch.stop(f"{self.address} dropped a new connection: {text}")
-            return result, False
-        # The connection is gone. Without a reply after the final dot the server may have
-        # taken the message, so only a refused or unfinished one is tried again.
-        maybe_delivered = client.payload_sent and code is None
-        return result, outcome is Outcome.TEMPORARY and not maybe_delivered
-
-    def _attempt(
-        self, client: _Client, message: OutgoingMessage
-    ) -> tuple[Outcome, int | None, str]:
-        """Send one message on ``client``; classify what happened as (outcome, code, text)."""
-        client.payload_sent = False
-        try:
-            options = self._mail_options(client, message)
-            client.sendmail(message.sender, [message.recipient], message.data, options)
-        except _Unsupported as exc:
-            return Outcome.PERMANENT, None, str(exc)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(message.recipient, (0, b"recipient refused"))
-            return Outcome.from_smtp_code(code, at_rcpt=True), code, _decode(reply)
-        except smtplib.SMTPResponseException as exc:
-            # SMTPSenderRefused (MAIL), SMTPDataError (DATA) and the rest carry a reply.
-            if exc.smtp_code == 421:
-                client.close()  # "closing transmission channel" (RFC 5321 §3.8)
-            elif isinstance(exc, smtplib.SMTPDataError) and not client.payload_sent:
-                _reset_transaction(client)  # smtplib skips RSET when DATA itself is refused
-            return Outcome.from_smtp_code(exc.smtp_code), exc.smtp_code, _decode(exc.smtp_error)
-        except (smtplib.SMTPException, OSError) as exc:
-            # SMTPServerDisconnected, ConnectionResetError, TimeoutError, ssl.SSLError.
-            client.close()
-            when = "after the message was sent" if client.payload_sent else "before DATA ended"
-            return Outcome.TEMPORARY, None, f"connection lost {when}: {exc}"
-        code, reply = client.data_reply
-        return Outcome.SENT, code, _decode(reply)
-
-    def _mail_options(self, client: _Client, message: OutgoingMessage) -> list[str]:
-        """MAIL FROM parameters the message needs: SMTPUTF8 and 8BITMIME (RFC 6531, 6152)."""
-        options = []
-        if not (message.sender.isascii() and message.recipient.isascii()):
-            if not client.has_extn("smtputf8"):
-                raise _Unsupported(
-                    f"{self.address} does not support SMTPUTF8, needed for a non-ASCII address"
+            if result.code == 530 and not self.username and not batch.config_error:
+                batch.config_error = (
+                    f"{self.address} requires authentication ({result.code} {result.text}) "
+                    "but no credentials are set — set DIGEST_SMTP_USERNAME and "
+                    "DIGEST_SMTP_PASSWORD (and DIGEST_SMTP_SECURITY=starttls or ssl)"
                 )
-            options.append("SMTPUTF8")
-        if not message.data.isascii() and client.has_extn("8bitmime"):
-            options.append("BODY=8BITMIME")
-        return options
+                batch.stop(batch.config_error)
+
+    def _lose(self, slot: _Slot, batch: _Batch, reason: str) -> None:
+        """The slot's connection is gone: settle its messages, retrying those it safely can."""
+        wire = slot.wire
+        if wire is None:
+            return
+        slot.wire = None
+        slot.lost = True
+        self._forget(wire)
+        log.info("smtp: connection to %s lost (%s)", self.address, reason)
+        for flight, retry in wire.abandon(reason):
+            assert flight.result is not None
+            batch.results[flight.index] = flight.result
+            if not retry:
+                continue
+            if slot.replacement:
+                batch.stop(f"{self.address} dropped a new connection: {reason}")
+            elif batch.tries[flight.index] < 2:
+                batch.retry.append(flight.index)
 
 
-class _Unsupported(Exception):
-    """The server lacks an extension this message needs."""
+def _unregister(selector: selectors.BaseSelector, watched: dict[Wire, int], wire: Wire) -> None:
+    if watched.pop(wire, None) is not None:
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            selector.unregister(wire.sock)
+
+
+def _ignore(wire: Wire) -> None:
+    """No pump is running, so no selector knows the connection."""
 
 
 def _decode(reply: bytes | str) -> str:
@@ -456,23 +482,3 @@ def _decode(reply: bytes | str) -> str:
 
 def _reply_text(exc: smtplib.SMTPResponseException) -> str:
     return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
-
-
-def _reset_transaction(client: _Client) -> None:
-    """RSET so the connection can carry the next message; close it if even that fails."""
-    try:
-        client.rset()
-    except (smtplib.SMTPException, OSError):
-        client.close()
-
-
-def _quit(client: _Client) -> None:
-    """Say QUIT politely, without waiting long for a server that does not answer."""
-    try:
-        if client.sock is not None:
-            client.sock.settimeout(_QUIT_TIMEOUT)
-        client.quit()
-    except (smtplib.SMTPException, OSError):
-        pass
-    finally:
-        client.close()

@@ -28,7 +28,7 @@ from digest.preview import archive_url
 from digest.ratelimit import RateLimiter
 from digest.render import Renderer
 from digest.sending.control import IssueRef
-from digest.sending.policy import is_bounce, retry_delay
+from digest.sending.policy import retry_delay
 from digest.sending.results import Progress, SendSummary
 from digest.sending.workers import describe_owner, owner_is_dead, worker_name
 from digest.store import outbox
@@ -269,7 +269,7 @@ class Sender:
                 results.append(outbox.ResultRow(row.id, DeliveryStatus.SENT, result.code, reply))
                 tally.sent += 1
             elif (
-                result.outcome is Outcome.TEMPORARY
+                result.outcome is Outcome.DEFERRED
                 and row.attempts < self.settings.send_max_attempts
             ):
                 when = now + timedelta(seconds=retry_delay(self.settings, row.attempts))
@@ -278,15 +278,11 @@ class Sender:
                 )
                 tally.retry += 1
             else:
-                if result.outcome is Outcome.TEMPORARY:
+                if result.outcome is Outcome.DEFERRED:
                     reply = f"gave up after {row.attempts} attempts: {reply}"
                 results.append(outbox.ResultRow(row.id, DeliveryStatus.FAILED, result.code, reply))
                 tally.failed += 1
-                if (
-                    result.outcome is Outcome.PERMANENT
-                    and row.subscriber_id is not None
-                    and is_bounce(result.code, result.text)
-                ):
+                if result.outcome is Outcome.BOUNCED and row.subscriber_id is not None:
                     bounced.append(row)
         tally.skipped += len(skipped)
         with self.db.write() as session:
