@@ -455,16 +455,21 @@ class _Crashing(MemoryBackend):
 def test_interrupted_batch_keeps_results_and_frees_the_rest(
     db: Database, settings: Settings, memory: MemoryBackend
 ) -> None:
-    """Ctrl-C mid-batch: earlier batches stay sent, the interrupted one is re-sent next run."""
+    """Ctrl-C mid-batch: earlier batches stay sent, the interrupted one is re-sent next run.
+
+    Batches are half of send_inflight (one on the wire, the next one claimed); the batch
+    claimed next but never handed over goes back to pending.
+    """
     window = send_window(settings)
     seed_articles(db, window, 2)
     seed_subscribers(db, 100)
-    config = settings.replace(send_inflight=32)
+    config = settings.replace(send_inflight=64)
     _Crashing.calls = 0
     with pytest.raises(KeyboardInterrupt):
         send_issue(db, config, window, backend=_Crashing(), force=True)
     counts = {s: sum(1 for d in deliveries(db) if d.status == s) for s in ("sent", "inflight")}
     assert counts == {"sent": 32, "inflight": 32}
+    assert sum(1 for d in deliveries(db) if d.status == "pending" and d.attempts == 0) == 36
     summary = send_issue(db, config, window, backend=MemoryBackend(), force=True)
     assert summary.counts.sent == 100 and summary.status == "sent"
     assert len(MemoryBackend.outbox) == 100

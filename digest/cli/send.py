@@ -87,12 +87,14 @@ def _clock(seconds: float) -> str:
 @click.option("--quiet", "-q", is_flag=True,
               help="No progress or chatter; print only the summary of a send and errors.")
 @click.option("--worker-id", metavar="NAME", help="Name this sender in leases and claims.")
+@click.option("--workers", type=int, default=1, show_default=True, metavar="N",
+              help="Sender processes on this machine (PostgreSQL only).")
 @click.option("--now", "now_text", hidden=True, help="Testing only: pretend it is this time.")
 @pass_app
 def send(app: AppContext, week: str | None, since: str | None, until: str | None,
          include_sent: bool, intro_file: Path | None, subject: str, preheader: str,
          if_due: bool, force: bool, rate: str | None, dry_run: bool, to: str | None,
-         quiet: bool, worker_id: str | None, now_text: str | None) -> None:
+         quiet: bool, worker_id: str | None, workers: int, now_text: str | None) -> None:
     """Send an issue to every active subscriber, exactly once, resuming after any crash.
 
     The issue first passes `digest check` (errors stop it; warnings unless --force). It is
@@ -104,8 +106,12 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
     articles since the last issue. --if-due sends the scheduled week's issue once when it
     is due (see `digest schedule`); run it from cron every few minutes.
 
-    Exit status: 0 all sent (or nothing to do), 1 error, 3 finished with some deliveries
-    failed for good.
+    On PostgreSQL, --workers N runs N sender processes here, and a digest send started on
+    another machine against the same database joins the same issue; they share the --rate
+    limit. SQLite allows one sender: --workers above 1 is a usage error there (exit 2).
+
+    Exit status: 0 all sent (or nothing to do), 1 error (or a worker failed), 2 usage, 3
+    finished with some deliveries failed for good.
 
     \b
     Examples:
@@ -114,6 +120,7 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
       digest send --dry-run
       digest send --to me@example.com       # a test copy
       digest send --rate 50/s               # stay under a provider's limit
+      digest send --workers 4 --db postgresql+psycopg://digest@db/digest
     """
     from digest import sending
     from digest.issues import window_for
@@ -126,6 +133,11 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
     if dry_run and to:
         raise click.UsageError("give either --dry-run or --to, not both")
     limit = parse_rate(rate) if rate else None
+    if workers != 1:
+        try:
+            sending.check_workers(app.db, workers)
+        except InputError as exc:
+            raise click.UsageError(str(exc)) from None
     options = sending.IssueOptions(
         include_sent=include_sent, intro=read_intro(intro_file), subject=subject,
         preheader=preheader,
@@ -191,7 +203,7 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
     try:
         summary = sending.send_issue(
             app.db, settings, window, options=options, force=force, rate=limit,
-            worker_id=worker_id, on_progress=progress, on_check=show_check,
+            worker_id=worker_id, on_progress=progress, on_check=show_check, workers=workers,
         )
     except LockedError as exc:
         if if_due:
@@ -226,6 +238,8 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
         click.echo(f"{summary.bounced_now} subscriber(s) marked bounced (address unknown).")
     if summary.retry_note:
         click.echo(summary.retry_note)
+    for error in summary.errors:
+        click.echo(f"Error: {error}", err=True)
     sys.exit(summary.exit_code)
 
 

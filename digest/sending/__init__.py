@@ -14,8 +14,9 @@ second one waits briefly, then exits with a message saying who holds it.
 
 The package splits along its seams: ``engine`` (the claim/send/record loop), ``policy``
 (retries and bounces), ``workers`` (sender identity and liveness), ``control`` (finding,
-creating and steering issues), ``due`` (the ``--if-due`` decision), ``run`` (the entry
-points the CLI calls) and ``results``. This module re-exports the public names.
+creating and steering issues), ``due`` (the ``--if-due`` decision), ``pool`` (``--workers``:
+several sender processes), ``run`` (the entry points the CLI calls) and ``results``.
+This module re-exports the public names.
 """
 
 from digest.sending.control import (
@@ -35,6 +36,7 @@ from digest.sending.control import (
 from digest.sending.due import DueCheck, check_due
 from digest.sending.engine import DEFAULT_LOCK_WAIT, DEFAULT_RETRY_WAIT, Sender
 from digest.sending.policy import JITTER, is_bounce, retry_delay
+from digest.sending.pool import MAX_WORKERS, check_workers, run_workers
 from digest.sending.results import Progress, SendSummary
 from digest.sending.run import (
     DryRun,
@@ -51,10 +53,42 @@ from digest.sending.run import (
 from digest.sending.workers import owner_is_dead, owner_pid, worker_name
 
 __all__ = [
-    "DEFAULT_LOCK_WAIT", "DEFAULT_RETRY_WAIT", "JITTER", "DryRun", "DueCheck", "IssueDetails",
-    "IssueOptions", "IssueRef", "Prepared", "Progress", "SendSummary", "Sender", "Variant",
-    "cancel_issue", "check_due", "create_issue", "default_window", "dry_run", "find_issue",
-    "gate", "is_bounce", "issue_details", "list_issues", "lookup_issue", "message_id_domain",
-    "owner_is_dead", "owner_pid", "pause_issue", "prepare", "resume_issue", "retry_delay",
-    "send_issue", "send_test", "summarise", "worker_name",
+    "DEFAULT_LOCK_WAIT",
+    "DEFAULT_RETRY_WAIT",
+    "JITTER",
+    "MAX_WORKERS",
+    "DryRun",
+    "DueCheck",
+    "IssueDetails",
+    "IssueOptions",
+    "IssueRef",
+    "Prepared",
+    "Progress",
+    "SendSummary",
+    "Sender",
+    "Variant",
+    "cancel_issue",
+    "check_due",
+    "check_workers",
+    "create_issue",
+    "default_window",
+    "dry_run",
+    "find_issue",
+    "gate",
+    "is_bounce",
+    "issue_details",
+    "list_issues",
+    "lookup_issue",
+    "message_id_domain",
+    "owner_is_dead",
+    "owner_pid",
+    "pause_issue",
+    "prepare",
+    "resume_issue",
+    "retry_delay",
+    "run_workers",
+    "send_issue",
+    "send_test",
+    "summarise",
+    "worker_name",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -41,6 +44,8 @@ DEFAULT_RETRY_WAIT = 10.0
 DEFAULT_LOCK_WAIT = 5.0
 # Bound on consecutive waits that found nothing to claim, so the loop always stops.
 _MAX_IDLE_ROUNDS = 200
+
+log = logging.getLogger(__name__)
 
 
 
@@ -79,7 +84,9 @@ class Sender:
         self._sleep = sleep
         rate = rate if rate is not None else (settings.send_rate or None)
         self.limiter = RateLimiter(db, rate, max_chunk=settings.send_inflight) if rate else None
-        self.batch_size = max(1, min(settings.send_inflight, settings.send_batch))
+        # Two batches are in flight at a time (one on the wire, the next one claimed), so
+        # each is half of send_inflight: a crash still repeats at most send_inflight rows.
+        self.batch_size = max(1, min(settings.send_inflight // 2, settings.send_batch))
         if rate:
             # Keep one batch well inside the lease, however slow the rate.
             self.batch_size = max(1, min(self.batch_size,
@@ -116,7 +123,14 @@ class Sender:
     # ---- the loop
 
     def run(self, issue: IssueRef) -> SendSummary:
-        """Send every claimable row of the issue; stop when none is due soon, or on pause."""
+        """Send every claimable row of the issue; stop when none is due soon, or on pause.
+
+        The stages overlap: while one batch is on the wire, a database thread records the
+        previous batch and claims and builds the next one (the drivers release the GIL while
+        they wait on the database). Every row is still committed in flight before its message
+        reaches the backend. The database thread records batch k-1 before it claims k+1, so
+        at most two batches (send_inflight rows) are in flight, and only they can repeat.
+        """
         with self.db.read() as session:
             content = content_of(session, session.get_one(Issue, issue.id))
         started = time.monotonic()
@@ -125,52 +139,83 @@ class Sender:
         tally = _Tally()
         stopped: str | None = None
         holds_lease = False
+        db_thread = ThreadPoolExecutor(1, "digest-db")
+        upcoming: Future[_Batch | str | None] | None = None
+        records: list[Future[None]] = []
         try:
             if self.db.is_sqlite:
                 self._take_issue_lease(issue)
                 holds_lease = True
             self._release_dead_claims(issue)
+            report = functools.partial(self._progress, issue, start_counts, tally, started)
             idle = 0
-            while True:
-                now = utcnow()
-                with self.db.write() as session:
-                    status, _, _ = outbox.issue_status(session, issue.id)
-                    if status != IssueStatus.SENDING:
-                        stopped = status
-                        break
-                    if holds_lease and not outbox.take_issue_lease(
-                        session, issue.id, self.owner, now=now,
-                        until=outbox.lease_for(self.settings.send_lease_seconds, now),
-                    ):
-                        raise LockedError(
-                            f"lost the send lease of issue {issue.number} to another digest "
-                            "send (this one stalled longer than send_lease_seconds); exiting"
-                        )
-                    rows = outbox.claim_batch(
-                        session, issue.id, self.owner, limit=self.batch_size, now=now,
-                        lease_until=outbox.lease_for(self.settings.send_lease_seconds, now),
-                    )
-                if rows:
-                    idle = 0
-                    self._deliver(issue, content, rows, tally)
-                    self._progress(issue, start_counts, tally, started)
-                    continue
-                with self.db.read() as session:
-                    due = outbox.next_due(session, issue.id)
-                wait = (due - utcnow()).total_seconds() if due is not None else None
-                if wait is None or wait > self.retry_wait or idle >= _MAX_IDLE_ROUNDS:
+            upcoming = db_thread.submit(self._claim_and_build, issue, content, holds_lease)
+            while upcoming is not None:
+                claimed = upcoming.result()
+                upcoming = None
+                _raise_finished(records)  # a failed record stops the send here
+                if isinstance(claimed, str):
+                    stopped = claimed
                     break
-                idle += 1
-                # Wake up at least twice per lease, to renew it.
-                self._sleep(min(max(wait, 0.02), self.settings.send_lease_seconds / 2))
+                if claimed is None:
+                    # next_due must see the previous batches' retries and leases.
+                    _raise_finished(records, wait=True)
+                    self._release_dead_claims(issue)
+                    with self.db.read() as session:
+                        due = outbox.next_due(session, issue.id)
+                        # A pause or cancel may have landed between the claim's status check
+                        # and its query (READ COMMITTED), leaving nothing to claim.
+                        status, _, _ = outbox.issue_status(session, issue.id)
+                    if status != IssueStatus.SENDING:
+                        stopped = str(status)
+                        break
+                    wait = (due - utcnow()).total_seconds() if due is not None else None
+                    if wait is None or wait > self.retry_wait or idle >= _MAX_IDLE_ROUNDS:
+                        break
+                    idle += 1
+                    # Wake up at least twice per lease, to renew it.
+                    self._sleep(min(max(wait, 0.02), self.settings.send_lease_seconds / 2))
+                    upcoming = db_thread.submit(self._claim_and_build, issue, content,
+                                                holds_lease)
+                    continue
+                idle = 0
+                upcoming = db_thread.submit(self._claim_and_build, issue, content, holds_lease)
+                sent: list[SendResult] = []
+                try:
+                    self._send(claimed, sent)
+                finally:
+                    # Also on Ctrl-C or a backend bug: keep what is known, and let the next
+                    # run re-send the uncertain rest at once (same Message-IDs).
+                    records.append(db_thread.submit(self._record, claimed, sent, tally, report))
+            _raise_finished(records, wait=True)
             if stopped == IssueStatus.CANCELLED:
                 with self.db.write() as session:
                     outbox.skip_unsent(session, issue.id, "issue cancelled")
         finally:
+            self._drain(upcoming, records)
+            db_thread.shutdown(wait=True)
             if holds_lease:
                 with self.db.write() as session:
                     outbox.release_issue_lease(session, issue.id, self.owner)
         return self._summary(issue, tally, stopped, started)
+
+    def _drain(self, upcoming: Future[_Batch | str | None] | None,
+               records: list[Future[None]]) -> None:
+        """After an error: finish the records in progress; free a claimed batch never sent."""
+        for record in records:
+            try:
+                record.result()
+            except Exception:  # the first error is already on its way up
+                log.exception("recording a batch failed while stopping")
+        if upcoming is None:
+            return
+        try:
+            claimed = upcoming.result()
+        except Exception:  # the error that stopped the loop is raised instead
+            return
+        if isinstance(claimed, _Batch) and claimed.rows:
+            with self.db.write() as session:
+                outbox.unclaim(session, [r.id for r in claimed.rows], self.owner)
 
     def _take_issue_lease(self, issue: IssueRef) -> None:
         """SQLite: become the issue's only sender, waiting up to lock_wait for another."""
@@ -203,64 +248,85 @@ class Sender:
                 for owner in dead:
                     outbox.release_owner(session, issue.id, owner, now=utcnow())
 
-    def _deliver(
-        self, issue: IssueRef, content: IssueContent, rows: list[outbox.ClaimedDelivery],
-        tally: _Tally,
-    ) -> None:
-        """Hand one claimed batch to the backend and record every result in one transaction."""
-        skipped: list[tuple[int, str]] = []
-        results: list[outbox.ResultRow] = []
-        messages: list[OutgoingMessage] = []
-        claimed: dict[str, outbox.ClaimedDelivery] = {}
+    def _claim_and_build(self, issue: IssueRef, content: IssueContent,
+                         holds_lease: bool) -> _Batch | str | None:
+        """Claim the next batch (committed in flight) and build its messages.
+
+        Returns the batch, None when nothing is claimable now, or the issue's status when
+        it is no longer sending (paused or cancelled from another terminal).
+        """
+        now = utcnow()
+        with self.db.write() as session:
+            status, _, _ = outbox.issue_status(session, issue.id)
+            if status != IssueStatus.SENDING:
+                return str(status)
+            if holds_lease and not outbox.take_issue_lease(
+                session, issue.id, self.owner, now=now,
+                until=outbox.lease_for(self.settings.send_lease_seconds, now),
+            ):
+                raise LockedError(
+                    f"lost the send lease of issue {issue.number} to another digest "
+                    "send (this one stalled longer than send_lease_seconds); exiting"
+                )
+            rows = outbox.claim_batch(
+                session, issue.id, self.owner, limit=self.batch_size, now=now,
+                lease_until=outbox.lease_for(self.settings.send_lease_seconds, now),
+            )
+        if not rows:
+            return None
+        return self._build(issue, content, rows)
+
+    def _build(self, issue: IssueRef, content: IssueContent,
+               rows: list[outbox.ClaimedDelivery]) -> _Batch:
+        """Personalise one claimed batch; rows that cannot be sent are set aside with why."""
+        batch = _Batch(rows)
         for row in rows:
             if row.subscriber_status != SubscriberStatus.ACTIVE:
                 why = row.subscriber_status or "erased"
-                skipped.append((row.id, f"subscriber is {why}"))
+                batch.skipped.append((row.id, f"subscriber is {why}"))
                 continue
             template = self.template(content, row.sections)
             if template is None:
-                skipped.append((row.id, "no articles in the reader's sections this issue"))
+                batch.skipped.append((row.id, "no articles in the reader's sections this issue"))
                 continue
             try:
                 message = template.build_outgoing(self.recipient(row, issue.label), row.message_id)
             except InputError as exc:
                 # An address or link that cannot go into a header: no retry will fix it.
-                results.append(outbox.ResultRow(row.id, DeliveryStatus.FAILED, None, str(exc)))
-                tally.failed += 1
+                batch.results.append(
+                    outbox.ResultRow(row.id, DeliveryStatus.FAILED, None, str(exc))
+                )
+                batch.failed += 1
                 continue
-            messages.append(message)
-            claimed[message.message_id] = row
+            batch.messages.append(message)
+            batch.claimed[message.message_id] = row
+        return batch
 
-        sent: list[SendResult] = []
-        try:
-            step = self.limiter.chunk if self.limiter else len(messages) or 1
-            for start in range(0, len(messages), step):
-                chunk = messages[start:start + step]
-                if self.limiter:
-                    self.limiter.acquire(len(chunk))
-                chunk_results = self.backend.send_messages(chunk)
-                if len(chunk_results) != len(chunk):
-                    raise SendError(
-                        f"mail backend {self.backend.name!r} returned {len(chunk_results)} "
-                        f"results for {len(chunk)} messages"
-                    )
-                sent.extend(chunk_results)
-        finally:
-            # Also on Ctrl-C or a backend bug: keep what is known, and let the next run
-            # re-send the uncertain rest at once (same Message-IDs) instead of after the lease.
-            uncertain = [claimed[m.message_id].id for m in messages[len(sent):]]
-            self._record(claimed, sent, results, skipped, uncertain, tally)
+    def _send(self, batch: _Batch, sent: list[SendResult]) -> None:
+        """Hand a built batch to the backend, paced by the rate limit; results go into sent."""
+        messages = batch.messages
+        step = self.limiter.chunk if self.limiter else len(messages) or 1
+        for start in range(0, len(messages), step):
+            chunk = messages[start:start + step]
+            if self.limiter:
+                self.limiter.acquire(len(chunk))
+            chunk_results = self.backend.send_messages(chunk)
+            if len(chunk_results) != len(chunk):
+                raise SendError(
+                    f"mail backend {self.backend.name!r} returned {len(chunk_results)} "
+                    f"results for {len(chunk)} messages"
+                )
+            sent.extend(chunk_results)
 
     def _record(
-        self,
-        claimed: dict[str, outbox.ClaimedDelivery],
-        sent: Sequence[SendResult],
-        results: list[outbox.ResultRow],
-        skipped: list[tuple[int, str]],
-        uncertain: list[int],
-        tally: _Tally,
+        self, batch: _Batch, sent: Sequence[SendResult], tally: _Tally,
+        report: Callable[[], None],
     ) -> None:
+        """Commit a sent batch's results in one transaction; rows not handed over are freed."""
         now = utcnow()
+        claimed, results, skipped = batch.claimed, list(batch.results), batch.skipped
+        uncertain = [claimed[m.message_id].id for m in batch.messages[len(sent):]]
+        tally.failed += batch.failed
         bounced: list[outbox.ClaimedDelivery] = []
         for result in sent:
             row = claimed[result.message_id]
@@ -300,6 +366,7 @@ class Sender:
                 except InputError:
                     outbox.mark_bounced(session, [row.subscriber_id or 0], now=now)
                 tally.bounced += 1
+        report()
 
     def _progress(self, issue: IssueRef, base: outbox.Counts, tally: _Tally,
                   started: float) -> None:
@@ -316,6 +383,8 @@ class Sender:
                 total=base.total,
                 sent_now=tally.sent,
                 elapsed=time.monotonic() - started,
+                failed_now=tally.failed,
+                skipped_now=tally.skipped,
             )
         )
 
@@ -342,7 +411,26 @@ class Sender:
             retry_after=retry_after,
             stopped=stopped if stopped in (IssueStatus.PAUSED, IssueStatus.CANCELLED) else None,
             elapsed=time.monotonic() - started,
+            skipped_now=tally.skipped,
         )
+
+
+def _raise_finished(records: list[Future[None]], *, wait: bool = False) -> None:
+    """Drop finished record jobs, raising the first one's error; with wait, all of them."""
+    while records and (wait or records[0].done()):
+        records.pop(0).result()
+
+
+@dataclass
+class _Batch:
+    """A claimed batch: its rows, the messages built for them, and rows set aside."""
+
+    rows: list[outbox.ClaimedDelivery]
+    messages: list[OutgoingMessage] = field(default_factory=list)
+    claimed: dict[str, outbox.ClaimedDelivery] = field(default_factory=dict)
+    results: list[outbox.ResultRow] = field(default_factory=list)  # failed while building
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    failed: int = 0
 
 
 @dataclass

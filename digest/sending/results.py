@@ -21,6 +21,8 @@ class Progress:
     total: int
     sent_now: int  # by this run
     elapsed: float  # seconds since this run started delivering
+    failed_now: int = 0  # by this run
+    skipped_now: int = 0  # by this run
 
     @property
     def rate(self) -> float:
@@ -51,6 +53,8 @@ class SendSummary:
     retry_after: datetime | None = None
     stopped: str | None = None  # "paused" or "cancelled" if the loop stopped for that
     elapsed: float = 0.0
+    skipped_now: int = 0
+    errors: tuple[str, ...] = ()  # workers of a --workers send that failed or died
 
     @property
     def line(self) -> str:
@@ -74,5 +78,7 @@ class SendSummary:
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed, 3 when some deliveries failed permanently."""
+        """0 when nothing failed, 1 when a worker failed, 3 when deliveries failed for good."""
+        if self.errors:
+            return 1
         return 3 if self.counts.failed else 0

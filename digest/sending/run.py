@@ -37,6 +37,7 @@ from digest.sending.control import (
     summarise,
 )
 from digest.sending.engine import DEFAULT_LOCK_WAIT, DEFAULT_RETRY_WAIT, ReaderKey, Sender
+from digest.sending.pool import check_workers, run_workers
 from digest.sending.results import Progress, SendSummary
 from digest.store import issues as issue_store
 from digest.store import outbox
@@ -156,13 +157,16 @@ def send_issue(
     on_check: Callable[[CheckReport], None] | None = None,
     retry_wait: float = DEFAULT_RETRY_WAIT,
     lock_wait: float = DEFAULT_LOCK_WAIT,
+    workers: int = 1,
 ) -> SendSummary:
     """Create (or resume) the issue for window and deliver it; the library face of digest send.
 
     A new issue passes the check first (errors always stop it, warnings unless force). The
     backend is opened before anything is written, so a wrong host or password fails with
-    BackendConfigError and no row. Give window, or content (its window is used).
+    BackendConfigError and no row. Give window, or content (its window is used). With
+    ``workers`` > 1 (PostgreSQL only) that many sender processes deliver it side by side.
     """
+    check_workers(db, workers)
     if window is None:
         if content is None:
             raise InputError("send_issue needs a window or the issue content")
@@ -198,7 +202,13 @@ def send_issue(
         issue = prepared.existing
         if issue is None:
             issue, created = create_issue(db, settings, window, prepared.content)
-        summary = sender.run(issue)
+        if workers > 1:
+            # The workers open their own connections; this one only proved the settings.
+            backend.close()
+            summary = run_workers(db, settings, issue, workers, rate=rate, worker_id=worker_id,
+                                  on_progress=on_progress, retry_wait=retry_wait)
+        else:
+            summary = sender.run(issue)
     finally:
         backend.close()
     if created:

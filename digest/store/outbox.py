@@ -288,8 +288,9 @@ def skip_deliveries(session: Session, owner: str, ids: Sequence[int], reason: st
         )
 
 
-def expire_claims(session: Session, ids: Sequence[int], owner: str, *, now: datetime) -> None:
-    """End owner's lease on rows now, so the next sender re-sends them without waiting."""
+def _update_own_inflight(session: Session, ids: Sequence[int], owner: str,
+                         **values: Any) -> None:
+    """Set values on those of ids that owner still holds in flight."""
     for start in range(0, len(ids), _IN_CHUNK):
         session.execute(
             update(Delivery)
@@ -298,9 +299,20 @@ def expire_claims(session: Session, ids: Sequence[int], owner: str, *, now: date
                 Delivery.claimed_by == owner,
                 Delivery.status == DeliveryStatus.INFLIGHT,
             )
-            .values(lease_expires_at=now)
+            .values(**values)
             .execution_options(synchronize_session=False)
         )
+
+
+def expire_claims(session: Session, ids: Sequence[int], owner: str, *, now: datetime) -> None:
+    """End owner's lease on rows now, so the next sender re-sends them without waiting."""
+    _update_own_inflight(session, ids, owner, lease_expires_at=now)
+
+
+def unclaim(session: Session, ids: Sequence[int], owner: str) -> None:
+    """Give claimed rows that never reached a backend back as pending, uncounted."""
+    _update_own_inflight(session, ids, owner, status=DeliveryStatus.PENDING,
+                         attempts=Delivery.attempts - 1, claimed_by=None, lease_expires_at=None)
 
 
 def claim_owners(session: Session, issue_id: int) -> list[tuple[str, datetime | None, int]]:
@@ -602,4 +614,5 @@ __all__ = [
     "skip_unsent",
     "take_issue_lease",
     "take_tokens",
+    "unclaim",
 ]
