@@ -252,6 +252,11 @@ def edit_draft(db: Database, settings: Settings, ref: str, edits: Edits, *,
                 _add(session, layout, issue, edits.lead, settings, edits.include_sent)
             layout.choice[article.id] = Placement.PINNED  # the lead always makes the issue
             layout.lead = article.id
+            # It opens its section, and stays there if another lead is chosen later.
+            holder = layout.where(article.id)
+            if holder is not None:
+                holder.remove(article.id)
+                holder.insert(0, article.id)
         if edits.move is not None:
             _move(session, layout, *edits.move)
         if edits.section_order is not None:

@@ -93,7 +93,7 @@ def default_subject(
 
     subject = fill(headline)
     if len(subject) > SUBJECT_WARN and headline and "{headline}" in template:
-        room = SUBJECT_WARN - len(fill(""))
+        room = SUBJECT_WARN - (len(fill("X")) - 1)  # "X": one_line would strip a blank
         subject = fill(shorten_words(headline, max(room, 1)))
     if len(subject) > SUBJECT_MAX:
         raise ConfigError(
