@@ -99,6 +99,8 @@ class ArticleIn:
     image_url: str = ""
     image_alt: str = ""
     image_credit: str = ""
+    image_width: int = 0  # pixels, when the source says; 0 when unknown
+    image_height: int = 0
     published_at: datetime | None = None
 
 
@@ -422,6 +424,7 @@ def _feed_record(entry: Mapping[str, Any], alt: str) -> dict[str, Any]:
     summary = entry.get("summary", "") if "summary_detail" in entry else ""
     tags = entry.get("tags") or []
     credits_ = [c.get("content", "") for c in entry.get("media_credit", []) if c.get("content")]
+    image_url, image_width, image_height = _feed_image(entry)
     return {
         "guid": entry.get("id", ""),
         "url": link,
@@ -433,7 +436,9 @@ def _feed_record(entry: Mapping[str, Any], alt: str) -> dict[str, Any]:
         "dek": next((entry[k] for k in ("dek", "standfirst", "subtitle") if entry.get(k)), ""),
         "summary": summary,
         "body_html": body,
-        "image_url": _feed_image(entry),
+        "image_url": image_url,
+        "image_width": image_width,
+        "image_height": image_height,
         "image_alt": alt,
         "image_credit": credits_[0] if credits_ else "",
         "published_at": _struct_or_raw(entry, "published"),
@@ -451,20 +456,21 @@ def _struct_or_raw(entry: Mapping[str, Any], key: str) -> datetime | str:
     return raw if isinstance(raw, str) else ""
 
 
-def _feed_image(entry: Mapping[str, Any]) -> str:
-    """The hero image: media:content (an image), else media:thumbnail, else an image enclosure."""
+def _feed_image(entry: Mapping[str, Any]) -> tuple[str, Any, Any]:
+    """The hero image and its stated width and height: media:content (an image), else
+    media:thumbnail, else an image enclosure (which has no size)."""
     for media in entry.get("media_content", []):
         kind = media.get("type", "")
         if media.get("url") and (media.get("medium") == "image" or kind.startswith("image/")
                                  or (not kind and not media.get("medium"))):
-            return str(media["url"])
+            return str(media["url"]), media.get("width", ""), media.get("height", "")
     for thumb in entry.get("media_thumbnail", []):
         if thumb.get("url"):
-            return str(thumb["url"])
+            return str(thumb["url"]), thumb.get("width", ""), thumb.get("height", "")
     for link in entry.get("links", []):
         if link.get("rel") == "enclosure" and str(link.get("type", "")).startswith("image/"):
-            return str(link.get("href", ""))
-    return ""
+            return str(link.get("href", "")), "", ""
+    return "", "", ""
 
 
 _MEDIA_NS = ("http://search.yahoo.com/mrss/", "http://search.yahoo.com/mrss")
@@ -535,6 +541,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "image_url": ("image_url", "image", "banner_image", "thumbnail"),
     "image_alt": ("image_alt", "alt"),
     "image_credit": ("image_credit", "credit", "photo_credit"),
+    "image_width": ("image_width",),
+    "image_height": ("image_height",),
     "published_at": ("published_at", "published", "date_published", "pub_date", "pubdate",
                      "date"),
     "updated_at": ("updated_at", "updated", "date_modified", "modified"),
@@ -660,6 +668,9 @@ def normalise(record: Mapping[str, Any]) -> ArticleIn:
     if not summary and body:
         summary = _clip(_line(html_to_text(body)), SUMMARY_LIMIT)
     image_url = http_url(_text(_pick(keyed, "image_url"))) or ""
+    width, height = _pixels(_pick(keyed, "image_width")), _pixels(_pick(keyed, "image_height"))
+    if not (image_url and width and height):
+        width = height = 0  # a size is only useful whole, and only with a photo
     return ArticleIn(
         url=url,
         title=title,
@@ -675,8 +686,23 @@ def normalise(record: Mapping[str, Any]) -> ArticleIn:
             _clip(_line(_text(_pick(keyed, "image_credit"))), _LIMITS["image_credit"])
             if image_url else ""
         ),
+        image_width=width,
+        image_height=height,
         published_at=published,
     )
+
+
+#: The largest photo dimension believed; anything bigger is a typo or a trick.
+MAX_IMAGE_PIXELS = 20_000
+
+
+def _pixels(value: Any) -> int:
+    """A stated image dimension ("1200", 1200, "1200px") as pixels, or 0 if unusable."""
+    text = str(value if value is not None else "").strip().lower().removesuffix("px")
+    if not text.isdigit() or not text.isascii():
+        return 0
+    number = int(text)
+    return number if 0 < number <= MAX_IMAGE_PIXELS else 0
 
 
 def normalise_records(

@@ -23,6 +23,7 @@ from digest.render import (
     head_css_bytes,
     sample_recipient,
 )
+from digest.theme import contrast_problems
 
 #: Attribute values that run code when a client follows or loads them.
 _CODE_SCHEMES = ("javascript:", "vbscript:", "data:text/html")
@@ -108,6 +109,8 @@ def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settin
         errors.append(
             "This section variant has no articles; its subscribers would get an empty email."
         )
+    # WCAG AA: text a reader cannot read is a defect, not a matter of taste.
+    errors.extend(contrast_problems(settings))
     for section in content.sections:
         if not section.articles:
             warnings.append(f"Section “{section.name}” has no articles this issue.")

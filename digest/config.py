@@ -3,6 +3,7 @@
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -20,6 +21,16 @@ DEFAULT_CONFIG_FILE = "digest.toml"
 SECRET_FIELDS = frozenset(
     {"secret_key", "smtp_password", "webhook_secrets", "dkim_private_key"}
 )
+
+#: The email layouts the templates provide (templates/layouts/NAME.mjml.j2).
+LAYOUTS = ("cards", "full")
+
+_COLOUR_SUFFIXES = ("accent", "text", "background", "surface", "muted", "link", "rule")
+_HEX_COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
+# Family names and generic families: no characters that could end a CSS declaration or an
+# HTML attribute (the stack goes into both).
+_FONT_NAME = r"\s*(?:'[A-Za-z0-9 -]+'|[A-Za-z0-9 -]+)\s*"
+_FONT_STACK = re.compile(f"{_FONT_NAME}(?:,{_FONT_NAME})*")
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -56,6 +67,35 @@ class Settings:
     utm_medium: str = "email"
     utm_campaign: str = ""
     html_size_budget: int = 100_000
+    # "cards": a lead story, then thumbnail cards per section; "full": every article with a
+    # full-width photo and a button (the original layout).
+    layout: str = "cards"
+    # The size of an article photo when the feed does not give one (only the ratio matters:
+    # the email scales photos to its columns).
+    image_width: int = 1200
+    image_height: int = 675
+
+    # Theme ([theme] table). Every template reads these through templates/partials/theme.mjml.j2.
+    theme_accent: str = "#a33b20"  # section labels, kickers
+    theme_text: str = "#1f2328"
+    theme_background: str = "#f4f1ea"  # the page around the cards
+    theme_surface: str = "#ffffff"  # the cards
+    theme_muted: str = "#5f6368"  # bylines, dates, footer
+    theme_link: str = "#1f2328"  # headlines and links
+    theme_rule: str = "#d8d2c4"  # dividers and image placeholders
+    theme_dark_accent: str = "#f08c6c"
+    theme_dark_text: str = "#e8e6e3"
+    theme_dark_background: str = "#121212"
+    theme_dark_surface: str = "#1e1e1e"
+    theme_dark_muted: str = "#b0aca5"
+    theme_dark_link: str = "#e8e6e3"
+    theme_dark_rule: str = "#3a3a3a"
+    theme_heading_font: str = "Georgia, 'Times New Roman', serif"
+    theme_body_font: str = "Helvetica, Arial, sans-serif"
+    theme_logo_url: str = ""  # shown instead of the newsletter name when set
+    theme_logo_width: int = 200
+    theme_logo_height: int = 0  # required with theme_logo_url
+    theme_logo_alt: str = ""  # defaults to newsletter_name
 
     # Links and security
     secret_key: tuple[str, ...] = ()
@@ -154,11 +194,47 @@ class Settings:
                     f"trusted_proxy_address {self.trusted_proxy_address!r} must be the IP "
                     "address digest serve sees the proxy connect from (or \"*\" for any)"
                 ) from None
+        self._validate_look()
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(
                 f"base_url {self.base_url!r} must start with https:// (or http:// for testing)"
             )
+
+
+    def _validate_look(self) -> None:
+        """Layout, image and theme values: they end up in CSS and HTML attributes."""
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout {self.layout!r} must be one of {', '.join(LAYOUTS)}")
+        for name in ("image_width", "image_height", "theme_logo_width"):
+            if not 1 <= getattr(self, name) <= 4000:
+                raise ConfigError(f"{name} must be between 1 and 4000 (pixels)")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            is_colour = field.name.startswith("theme_") and field.name.endswith(_COLOUR_SUFFIXES)
+            if is_colour and not _HEX_COLOUR.fullmatch(value):
+                raise ConfigError(
+                    f"{field.name} {value!r} is not a colour; write it as #rrggbb or #rgb"
+                )
+        for name in ("theme_heading_font", "theme_body_font"):
+            value = getattr(self, name)
+            if not _FONT_STACK.fullmatch(value):
+                raise ConfigError(
+                    f"{name} {value!r} is not a font stack; write family names separated by "
+                    "commas, quoting names with spaces in single quotes: "
+                    "Georgia, 'Times New Roman', serif"
+                )
+        if self.theme_logo_url:
+            parts = urlsplit(self.theme_logo_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(
+                    f"theme_logo_url {self.theme_logo_url!r} must be an absolute https:// URL"
+                )
+            if not 1 <= self.theme_logo_height <= 4000:
+                raise ConfigError(
+                    "theme_logo_height must be set (1 to 4000 pixels) with theme_logo_url, "
+                    "so the masthead keeps its size while images load or are blocked"
+                )
 
 
 @dataclasses.dataclass(frozen=True)

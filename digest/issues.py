@@ -31,6 +31,8 @@ class ArticleView:
     image_url: str = ""
     image_alt: str = ""
     image_credit: str = ""
+    image_width: int = 0  # pixels, from feed metadata; 0 when unknown
+    image_height: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,8 @@ def article_view(article: Article) -> ArticleView:
         image_url=article.image_url,
         image_alt=article.image_alt,
         image_credit=article.image_credit,
+        image_width=article.image_width,
+        image_height=article.image_height,
     )
 
 

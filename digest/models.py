@@ -127,6 +127,9 @@ class Article(Base):
     image_url: Mapped[str] = mapped_column(String(2048), default="")
     image_alt: Mapped[str] = mapped_column(Text, default="")
     image_credit: Mapped[str] = mapped_column(String(500), default="")
+    # The photo's size in pixels from feed metadata; 0 when the feed does not say.
+    image_width: Mapped[int] = mapped_column(Integer, default=0)
+    image_height: Mapped[int] = mapped_column(Integer, default=0)
     published_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 #: URL (only http, https and mailto pass); ``text``: the plain-text part.
 Context = Literal["html", "url", "text"]
 
-FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_url")
+#: Recipient values a template may splice in; ``greeting`` is derived from ``name``.
+FIELDS = ("name", "email", "unsubscribe_url", "preferences_url", "view_url", "greeting")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 _LINEBREAK = re.compile(r"[\r\n]+")
@@ -32,6 +33,12 @@ class Recipient:
     unsubscribe_url: str
     preferences_url: str
     view_url: str
+
+    @property
+    def greeting(self) -> str:
+        """"Hello Ada," for a named subscriber; empty (no greeting at all) without a name."""
+        name = self.name.strip()
+        return f"Hello {name}," if name else ""
 
 
 def safe_url(value: str) -> str:

@@ -102,7 +102,7 @@ def test_images_without_alt_text_are_a_warning(render_settings: Settings, tmp_pa
         report.warnings
     )
 
-    folder = override(tmp_path, "article.mjml.j2", 'alt="{{ a.image_alt }}"', 'alt=""')
+    folder = override(tmp_path, "image.mjml.j2", 'alt="{{ a.image_alt }}"', 'alt=""')
     report = run(dataclasses.replace(render_settings, templates_dir=folder), content)
     assert "1 image(s) have no alt text." in report.warnings
 
@@ -158,7 +158,7 @@ def test_too_much_head_css_is_an_error(
     render_settings: Settings, issue_content: IssueContent, tmp_path: Path
 ) -> None:
     bulk = "\n".join(f".dg-unused-{i} {{ color: #123456; }}" for i in range(700))
-    folder = override(tmp_path, "styles.mjml.j2", "<mj-style>", f"<mj-style>{bulk}")
+    folder = override(tmp_path, "theme.mjml.j2", "<mj-style>", f"<mj-style>{bulk}")
     report = run(dataclasses.replace(render_settings, templates_dir=folder), issue_content)
     assert any("head CSS" in e and "Gmail drops" in e for e in report.errors)
 
@@ -166,10 +166,30 @@ def test_too_much_head_css_is_an_error(
 def test_an_unsafe_template_override_is_caught(render_settings: Settings, tmp_path: Path) -> None:
     # Writing article text into an MJML attribute is exactly what mjml 0.12 turns into
     # attribute injection; the check is the backstop for such overrides.
-    folder = override(tmp_path, "article.mjml.j2", 'alt="{{ a.image_alt }}"', 'alt="{{ a.title }}"')
+    folder = override(
+        tmp_path, "lead.mjml.j2",
+        '<mj-text padding="0" css-class="dg-text">{{ picture(a, 600) }}</mj-text>',
+        '<mj-image src="{{ a.image_src }}" alt="{{ a.title }}"></mj-image>',
+    )
     article = make_article(1, "Europe", title='x" onerror="alert(1)')
     content = dataclasses.replace(
         make_issue_content(sections=(), more=0), sections=(SectionBlock("Europe", (article,)),)
     )
     report = run(dataclasses.replace(render_settings, templates_dir=folder), content)
     assert any("event handler attribute onerror=" in e for e in report.errors)
+
+
+def test_theme_colours_below_wcag_aa_are_an_error(
+    render_settings: Settings, issue_content: IssueContent
+) -> None:
+    assert run(render_settings, issue_content).ok  # the default theme passes AA
+    pale = dataclasses.replace(render_settings, theme_muted="#aaaaaa")
+    report = run(pale, issue_content)
+    assert not report.ok
+    assert any(
+        e.startswith("theme_muted #aaaaaa on theme_surface #ffffff has a contrast of 2.32:1")
+        and "below WCAG AA's 4.5:1" in e
+        for e in report.errors
+    )
+    dark = dataclasses.replace(render_settings, theme_dark_text="#333333")
+    assert any("(dark mode)" in e for e in run(dark, issue_content).errors)

@@ -42,6 +42,7 @@ KINDS = (
     "dg-blurb",
     "dg-greeting",
     "dg-reason",
+    "dg-forwarded",
     "dg-address",
 )
 
@@ -107,14 +108,31 @@ class Outline(HTMLParser):
 
 
 def grouped(outline: Outline) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Section labels with the (headline, href) pairs under them, in document order."""
+    """Section labels with the (headline, href) pairs under them, in document order; a
+    headline before the first label (the cards layout's lead story) is under "Lead"."""
     groups: list[tuple[str, list[tuple[str, str]]]] = []
     for kind, text, href in outline.events:
         if kind == "dg-section-label":
             groups.append((text, []))
         elif kind in ("dg-headline", "dg-more-headline"):
+            if not groups:
+                groups.append(("Lead", []))
             groups[-1][1].append((text, href))
     return groups
+
+
+def lead_headlines(outline: Outline) -> int:
+    """How many headlines are set as the lead story."""
+    return sum("dg-lead-headline" in v.get("class", "").split() for _, v in outline.elements)
+
+
+def focusable_hrefs(markup: str) -> list[str]:
+    """hrefs of the links a keyboard user tabs through, in order."""
+    outline = Outline(markup)
+    return [
+        values.get("href", "") for tag, values in outline.elements
+        if tag == "a" and values.get("tabindex") != "-1"
+    ]
 
 
 def body_of(compiled: CompiledIssue, recipient: Recipient = RECIPIENT) -> Outline:
@@ -127,19 +145,54 @@ def body_of(compiled: CompiledIssue, recipient: Recipient = RECIPIENT) -> Outlin
 def test_every_headline_and_link_sits_under_its_section_in_order(
     render_settings: Settings, issue_content: IssueContent
 ) -> None:
+    """The default cards layout: the lead story first, then the rest of each section."""
     compiled = Renderer(render_settings).compile(issue_content)
     outline = body_of(compiled)
+
+    lead, *rest = issue_content.sections[0].articles
+    expected = [("Lead", [(lead.title, lead.url)])]
+    expected.append((issue_content.sections[0].name, [(a.title, a.url) for a in rest]))
+    expected += [
+        (s.name, [(a.title, a.url) for a in s.articles]) for s in issue_content.sections[1:]
+    ]
+    expected.append(("More stories", [(a.title, a.url) for a in issue_content.more]))
+    assert grouped(outline) == expected
+    assert lead_headlines(outline) == 1
+    hrefs = outline.attrs("a", "href")
+    focusable = focusable_hrefs(personalise(compiled, RECIPIENT)[0])
+    for section in issue_content.sections:
+        for article in section.articles:
+            # Photo and headline link to the article; only the headline is in the tab order.
+            assert hrefs.count(article.url) == 2
+            assert focusable.count(article.url) == 1
+    for article in issue_content.more:
+        assert focusable.count(article.url) == 1
+    assert compiled.sections == tuple(s.name for s in issue_content.sections)
+
+
+def test_full_layout_keeps_every_article_in_its_section_with_a_photo_and_button(
+    render_settings: Settings, issue_content: IssueContent
+) -> None:
+    settings = dataclasses.replace(render_settings, layout="full")
+    compiled = Renderer(settings).compile(issue_content)
+    body = personalise(compiled, RECIPIENT)[0]
+    outline = Outline(body)
 
     expected = [(s.name, [(a.title, a.url) for a in s.articles]) for s in issue_content.sections]
     expected.append(("More stories", [(a.title, a.url) for a in issue_content.more]))
     assert grouped(outline) == expected
-    hrefs = set(outline.attrs("a", "href"))
+    assert lead_headlines(outline) == 0
+    focusable = focusable_hrefs(body)
+    images = [values for tag, values in outline.elements if tag == "img"]
+    assert {img["width"] for img in images} == {"600"}
+    assert {img["height"] for img in images} == {"338"}  # 1200x675 photos at 600 px
     for section in issue_content.sections:
         for article in section.articles:
-            # Headline, hero image and "Read more" button all link to the article.
+            # Photo, headline and "Read more" all link; keyboard users meet the story once.
             assert outline.attrs("a", "href").count(article.url) == 3
-    assert {a.url for a in issue_content.more} <= hrefs
-    assert compiled.sections == tuple(s.name for s in issue_content.sections)
+            assert focusable.count(article.url) == 1
+    buttons = [v for t, v in outline.elements if t == "a" and "dg-button" in v.get("class", "")]
+    assert buttons and all(v["aria-hidden"] == "true" for v in buttons)
 
 
 def test_credits_alt_text_authors_and_deks_are_shown(
@@ -148,13 +201,19 @@ def test_credits_alt_text_authors_and_deks_are_shown(
     outline = body_of(Renderer(render_settings).compile(issue_content))
     articles = [a for s in issue_content.sections for a in s.articles]
 
-    assert outline.of("dg-credit") == [f"Photo: {a.image_credit}" for a in articles]
+    # The cards layout credits the lead photo; thumbnails carry no credit line.
+    assert outline.of("dg-credit") == [f"Photo: {articles[0].image_credit}"]
     assert outline.of("dg-blurb") == [a.dek for a in articles]
-    assert outline.of("dg-author")[: len(articles)] == [f"By {a.author}" for a in articles]
+    assert outline.of("dg-author")[: len(articles)] == [
+        f"By {a.author} · {a.published_at:%-d %b %Y}" for a in articles
+    ]
     images = [values for tag, values in outline.elements if tag == "img"]
     assert [img["alt"] for img in images] == [a.image_alt for a in articles]
     assert [img["src"] for img in images] == [a.image_url for a in articles]
-    assert all(img["width"] == "600" for img in images)
+    # Real sizes, never height="auto": the lead at 600 px, thumbnails at 160 px (16:9).
+    assert [(img["width"], img["height"]) for img in images] == (
+        [("600", "338")] + [("160", "90")] * (len(articles) - 1)
+    )
 
 
 def test_missing_alt_text_falls_back_to_the_headline(render_settings: Settings) -> None:
@@ -180,7 +239,9 @@ def test_header_footer_lang_dark_mode_and_preheader(
     assert outline.of("dg-masthead") == ["The Example Weekly"]
     assert outline.of("dg-dateline") == ["Issue 47 · 21 November 2025"]
     assert body.isascii()  # non-ASCII as character references: cheaper joins and encodes
-    assert outline.of("dg-greeting") == ["Hello Ada"]
+    assert outline.of("dg-greeting") == ["Hello Ada,"]
+    assert outline.of("dg-forwarded") == ["Forwarded this? Subscribe to The Example Weekly"]
+    assert "https://news.example.org/subscribe" in outline.attrs("a", "href")
     assert outline.of("dg-reason") == [
         "You are receiving this because you subscribed to The Example Weekly at reader@example.net."
     ]
@@ -302,15 +363,21 @@ def assert_harmless(outline: Outline) -> None:
             assert "data:text" not in value.lower(), (tag, name, value)
 
 
-def test_hostile_feed_content_adds_no_elements_or_attributes(render_settings: Settings) -> None:
+@pytest.mark.parametrize("layout", ["cards", "full"])
+def test_hostile_feed_content_adds_no_elements_or_attributes(
+    render_settings: Settings, layout: str
+) -> None:
     hostile_settings = dataclasses.replace(
-        render_settings, newsletter_name=f"Weekly {HOSTILE}", postal_address=HOSTILE
+        render_settings, newsletter_name=f"Weekly {HOSTILE}", postal_address=HOSTILE,
+        layout=layout,
     )
-    benign = body_of(
-        Renderer(hostile_settings).compile(
-            make_issue_content(intro="A [link](https://a.example/).")
-        )
-    )
+    plain = make_issue_content(intro="A [link](https://a.example/).")
+    no_photo = make_article(99, "Europe", 5, image_url="")
+    plain = dataclasses.replace(plain, sections=(
+        dataclasses.replace(plain.sections[0], articles=(*plain.sections[0].articles, no_photo)),
+        *plain.sections[1:],
+    ))
+    benign = body_of(Renderer(hostile_settings).compile(plain))
     compiled = Renderer(hostile_settings).compile(hostile_issue())
     outline = body_of(compiled)
 
@@ -325,7 +392,8 @@ def test_hostile_feed_content_adds_no_elements_or_attributes(render_settings: Se
     assert f"https://news.example.org/x?a=1&b={HOSTILE_NO_SPACE}" in outline.attrs("a", "href")
     # Text content reads exactly as the feed wrote it, escaped rather than dropped.
     assert f"{HOSTILE}<script>alert(0)</script>'\"" in outline.of("dg-headline")
-    assert f"Photo: {HOSTILE}" in outline.of("dg-credit")
+    if layout == "full":  # the cards layout credits only the lead's photo
+        assert f"Photo: {HOSTILE}" in outline.of("dg-credit")
     assert outline.of("dg-section-label")[0] == 'Eu"rope <script>'
     # Unusable links are dropped, not rewritten.
     assert set(compiled.report.unlinked) == {1, 2, 3, 4, 5, 6, 7, 40}
@@ -371,7 +439,7 @@ def test_personalised_values_are_escaped_for_each_context(
 
     assert "<b>" not in body.split("<body", 1)[1]
     assert "&lt;b&gt;&quot;x&#x27;&amp;" in body  # HTML text and attribute escaping
-    assert outline.of("dg-greeting") == [f"Hello {nasty}"]  # ... and it reads back exactly
+    assert outline.of("dg-greeting") == [f"Hello {nasty},"]  # ... and it reads back exactly
     assert f"Unsubscribe {nasty}" in outline.attrs("a", "title")
     assert ("b", {}) not in outline.elements
     assert 'https://news.example.org/u?a=1&b=<2>"' in outline.attrs("a", "href")
@@ -379,7 +447,7 @@ def test_personalised_values_are_escaped_for_each_context(
     assert_harmless(outline)
     assert outline.attrs("a", "href").count("#") >= 2
     # The text part carries the raw values: it is not HTML.
-    assert f"Hello {nasty}" in text
+    assert f"Hello {nasty}," in text
     assert f"\n{nasty}.\n" in text
 
 
@@ -397,7 +465,7 @@ def test_slots_cover_every_recipient_field_in_both_parts(
 ) -> None:
     compiled = Renderer(render_settings).compile(issue_content)
     assert {f for f, _ in compiled.html.slots} == {
-        "name",
+        "greeting",
         "email",
         "unsubscribe_url",
         "preferences_url",
@@ -422,7 +490,7 @@ def test_section_variant_contains_only_its_sections(
     outline = body_of(compiled)
 
     groups = grouped(outline)
-    assert [name for name, _ in groups] == ["Europe", "Asia-Pacific", "More stories"]
+    assert [name for name, _ in groups] == ["Lead", "Europe", "Asia-Pacific", "More stories"]
     wanted = {"Europe", "Asia-Pacific"}
     shown = [a for s in issue_content.sections if s.name in wanted for a in s.articles]
     more = [a for a in issue_content.more if a.section in wanted]
@@ -529,7 +597,7 @@ def test_utm_parameters_are_added_to_article_links_only(render_settings: Setting
         "&utm_campaign=2025-W47#top"
     )
     hrefs = Outline(body).attrs("a", "href")
-    assert hrefs.count(expected) == 3
+    assert hrefs.count(expected) == 2  # photo and headline
     assert expected in text
     assert RECIPIENT.unsubscribe_url in hrefs  # per-recipient links are left alone
 
@@ -732,6 +800,8 @@ def test_article_view_fields_are_all_used() -> None:
         "image_url",
         "image_alt",
         "image_credit",
+        "image_width",
+        "image_height",
     }
 
 
@@ -748,3 +818,90 @@ def test_credit_that_carries_its_own_label_is_not_labelled_twice(
     html_body = compiled.html.fill(sample_recipient(render_settings))
     assert "Photo: Harbour Wire / K. Lund" in html_body
     assert "Photo: Photo:" not in html_body
+
+
+# --------------------------------------------------------------------------- look and greeting
+
+
+def test_no_greeting_when_the_subscriber_has_no_name(
+    render_settings: Settings, issue_content: IssueContent
+) -> None:
+    compiled = Renderer(render_settings).compile(issue_content)
+    for name in ("", "   "):
+        body, text = personalise(compiled, dataclasses.replace(RECIPIENT, name=name))
+        assert Outline(body).of("dg-greeting") == [""]
+        assert "Hello" not in body and "Hello" not in text
+        # The empty greeting line only widens the gap above "View in your browser".
+        assert text.startswith("The Example Weekly\nIssue 47 · 21 November 2025\n\n\nView in")
+    body, text = personalise(compiled, RECIPIENT)
+    assert text.startswith("The Example Weekly\nIssue 47 · 21 November 2025\nHello Ada,\n\n")
+
+
+def test_theme_settings_reach_every_colour_and_font_in_the_html(
+    render_settings: Settings, issue_content: IssueContent
+) -> None:
+    themed = dataclasses.replace(
+        render_settings,
+        theme_accent="#123456", theme_text="#0a0b0c", theme_background="#fafaf0",
+        theme_surface="#fffffe", theme_muted="#4a4a4a", theme_link="#00305a",
+        theme_rule="#c0c0c0", theme_dark_background="#010203", theme_dark_text="#f0f0f1",
+        theme_heading_font="'Playfair Display', Georgia, serif",
+        theme_body_font="'Source Sans Pro', Arial, sans-serif",
+        theme_logo_url="https://img.news.example.org/logo.png",
+        theme_logo_width=240, theme_logo_height=60, theme_logo_alt="Example Weekly logo",
+    )
+    default_body = personalise(Renderer(render_settings).compile(issue_content), RECIPIENT)[0]
+    body = personalise(Renderer(themed).compile(issue_content), RECIPIENT)[0]
+    outline = Outline(body)
+
+    for colour in ("#123456", "#0a0b0c", "#fafaf0", "#fffffe", "#4a4a4a", "#00305a",
+                   "#c0c0c0", "#010203", "#f0f0f1"):
+        assert colour in body.lower()
+    # No default colour is left anywhere: every template reads the theme.
+    for colour in ("#a33b20", "#1f2328", "#f4f1ea", "#5f6368", "#d8d2c4", "#121212"):
+        assert colour in default_body and colour not in body.lower()
+    assert "font-family:'Playfair Display', Georgia, serif" in body
+    assert "font-family:'Source Sans Pro', Arial, sans-serif" in body
+    logo = [v for t, v in outline.elements if t == "img" and v["src"].endswith("logo.png")]
+    assert logo == [{
+        "src": "https://img.news.example.org/logo.png", "alt": "Example Weekly logo",
+        "width": "240", "height": "60", "style": logo[0]["style"],
+    }]
+    assert outline.of("dg-masthead") == [""]  # the logo replaces the name
+    # Outlook.com's dark mode hooks sit beside prefers-color-scheme.
+    assert "[data-ogsc]" in body and "[data-ogsb]" in body
+
+
+def test_preheader_is_hidden_in_the_page_colour_and_followed_by_a_spacer(
+    render_settings: Settings, issue_content: IssueContent
+) -> None:
+    compiled = Renderer(render_settings).compile(issue_content)
+    body = personalise(compiled, RECIPIENT)[0]
+    opening = body.split("<body", 1)[1]
+    div = re.search(r'<div class="dg-preheader" style="([^"]*)">(.*?)</div>', opening)
+    assert div is not None and opening.index(div.group(0)) < 400  # first thing in the body
+    assert "display:none" in div.group(1)
+    assert div.group(2).startswith(
+        compiled.preheader.encode("ascii", "xmlcharrefreplace").decode()
+    )
+    assert div.group(2).endswith("&#8204;&#160;" * 90)
+    # Its colour is the page's own background (a class in the head, see the theme partial).
+    assert ".dg-preheader { color: #f4f1ea; }" in body
+
+
+def test_article_dates_and_photo_sizes_from_the_feed(render_settings: Settings) -> None:
+    square = make_article(1, "Europe", image_width=800, image_height=800)
+    tall = make_article(2, "Europe", 1, image_width=600, image_height=900)
+    content = dataclasses.replace(
+        make_issue_content(sections=(), more=0),
+        sections=(SectionBlock("Europe", (square, tall)),),
+    )
+    settings = dataclasses.replace(render_settings, timezone="Pacific/Auckland")
+    outline = body_of(Renderer(settings).compile(content))
+    sizes = [(v["width"], v["height"]) for t, v in outline.elements if t == "img"]
+    assert sizes == [("600", "600"), ("160", "240")]
+    assert "auto" not in outline.attrs("img", "height")
+    # 20 Nov 2025 07:00 UTC is already the 20th in Auckland (UTC+13): dates follow the zone.
+    assert outline.of("dg-author") == [
+        f"By {square.author} · 21 Nov 2025", f"By {tall.author} · 21 Nov 2025"
+    ]

@@ -27,21 +27,22 @@ from digest.personalise import SplicedTemplate
 from digest.render.markup import ascii_html, collapse_whitespace, head_css_bytes, intro_html
 from digest.render.plan import MAX_GATE_COMPILES, Plan, saving_per_step
 from digest.render.results import CompiledIssue, RenderReport, sample_recipient
+from digest.render.stories import Story, height_for, make_story
 from digest.render.text import wrap_text
 from digest.render.tokens import Tokens
 from digest.render.values import (
-    add_utm,
-    blurb,
     clean_text,
-    credit_text,
     format_date,
     lang_tag,
-    link_url,
-    shorten,
 )
+from digest.theme import theme_of
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
+#: Width of a card's thumbnail column in the cards layout (the photo is 24 px narrower).
+THUMB_COLUMN = 184
+#: &zwnj;&nbsp; pairs after the preheader, so nothing after it shows in the inbox line.
+PREHEADER_SPACER = 90
 
 
 def default_templates_dir() -> Path:
@@ -56,23 +57,6 @@ def default_templates_dir() -> Path:
             if (path / HTML_TEMPLATE).is_file():
                 return path
     return Path(digest.__file__).resolve().parent.parent / "templates"
-
-
-@dataclass(frozen=True, slots=True)
-class _Story:
-    """An article prepared for the templates: clean text, tokens for the HTML attributes."""
-
-    id: int
-    title: str
-    section: str
-    author: str
-    blurb: str
-    url: str  # validated http(s) URL with UTM parameters, for the text part; "" if unusable
-    href: str  # token for the HTML href, or ""
-    image_src: str  # token, or "" when there is no usable image
-    image_alt: str  # token
-    credit: str
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,36 +252,12 @@ class Renderer:
         tokens = Tokens(avoid)
         unlinked: list[int] = []
 
-        def story(article: ArticleView) -> _Story:
-            url = link_url(article.url)
-            if not url:
+        def story(article: ArticleView) -> Story:
+            made = make_story(article, settings, tokens, campaign=content.label,
+                              short=plan.shorten)
+            if not made.url:
                 unlinked.append(article.id)
-            elif settings.utm_source:
-                url = add_utm(
-                    url,
-                    settings.utm_source,
-                    settings.utm_medium,
-                    settings.utm_campaign or content.label,
-                )
-            title = clean_text(article.title) or "Untitled"
-            line = blurb(article)
-            if plan.shorten:
-                line = shorten(line)
-            image = link_url(article.image_url)
-            # A linked image's alt text names the link; fall back to the headline.
-            alt = clean_text(article.image_alt) or title
-            return _Story(
-                id=article.id,
-                title=title,
-                section=clean_text(article.section),
-                author=clean_text(article.author),
-                blurb=line,
-                url=url,
-                href=tokens.attr(url) if url else "",
-                image_src=tokens.attr(image) if image else "",
-                image_alt=tokens.attr(alt) if image else "",
-                credit=credit_text(article.image_credit),
-            )
+            return made
 
         sections = [
             {"name": clean_text(name), "articles": [story(a) for a in arts]}
@@ -309,6 +269,8 @@ class Renderer:
         preheader = clean_text(content.preheader) or default_preheader(shown)
         subject = self.subject(content, shown)
         title = f"{settings.newsletter_name} · Issue {content.number}"
+        theme = theme_of(settings)
+        subscribe_url = settings.base_url.rstrip("/") + "/subscribe"
         common: dict[str, Any] = {
             "newsletter_name": settings.newsletter_name,
             "number": content.number,
@@ -323,13 +285,25 @@ class Renderer:
             "postal_lines": [
                 line.strip() for line in settings.postal_address.splitlines() if line.strip()
             ],
+            "theme": theme,
+            "layout": settings.layout,
+            "subscribe_url": subscribe_url,
         }
+        first = sections[0]["articles"] if sections else []
         mjml = self._render(
             HTML_TEMPLATE,
             common,
             title_token=tokens.attr(title),
             intro_html=intro_html(content.intro, tokens),
             slot=tokens.slot_map("html", "url"),
+            lead=first[0] if first else None,
+            subscribe_href=tokens.attr(subscribe_url),
+            logo_src=tokens.attr(theme.logo_url) if theme.logo_url else "",
+            logo_alt=tokens.attr(theme.logo_alt),
+            height_for=height_for,
+            thumb_column=THUMB_COLUMN,
+            thumb_width=THUMB_COLUMN - 24,
+            preheader_spacer=PREHEADER_SPACER,
         )
         started = time.perf_counter()
         try:

@@ -59,6 +59,7 @@ class Tokens:
             "unsubscribe_url": self.slot("unsubscribe_url", url_context),
             "preferences_url": self.slot("preferences_url", url_context),
             "view_url": self.slot("view_url", url_context),
+            "greeting": self.slot("greeting", context),
         }
 
     def substitute_attrs(self, markup: str) -> str:

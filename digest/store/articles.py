@@ -25,7 +25,7 @@ CHUNK = 500
 #: The columns an import writes; the rest (id, created_at, updated_at) the store manages.
 FIELDS = (
     "guid", "url", "title", "dek", "summary", "body_html", "author", "section",
-    "image_url", "image_alt", "image_credit", "published_at",
+    "image_url", "image_alt", "image_credit", "image_width", "image_height", "published_at",
 )
 
 

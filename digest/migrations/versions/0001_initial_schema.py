@@ -31,6 +31,8 @@ def upgrade() -> None:
     sa.Column('image_url', sa.String(length=2048), nullable=False),
     sa.Column('image_alt', sa.Text(), nullable=False),
     sa.Column('image_credit', sa.String(length=500), nullable=False),
+    sa.Column('image_width', sa.Integer(), nullable=False),
+    sa.Column('image_height', sa.Integer(), nullable=False),
     sa.Column('published_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
