@@ -19,7 +19,8 @@ DEFAULT_CONFIG_FILE = "digest.toml"
 
 #: Settings whose values are never printed in full.
 SECRET_FIELDS = frozenset(
-    {"secret_key", "smtp_password", "webhook_secrets", "dkim_private_key"}
+    {"secret_key", "smtp_password", "webhook_secrets", "dkim_private_key",
+     "dkim_ed25519_private_key"}
 )
 
 #: The email layouts the templates provide (templates/layouts/NAME.mjml.j2).
@@ -124,6 +125,9 @@ class Settings:
     dkim_selector: str = ""
     dkim_private_key: str = ""
     dkim_algorithm: str = "rsa-sha256"
+    # Dual signing (RFC 8463 §3): a second, Ed25519 signature beside the first one.
+    dkim_ed25519_selector: str = ""
+    dkim_ed25519_private_key: str = ""
     # Where DMARC aggregate reports go (rua); default dmarc@ the From organisational domain.
     dmarc_report_address: str = ""
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 
 from digest.config import Settings
-from digest.dkim import DKIM_ALGORITHMS, DkimSigner
+from digest.dkim import DKIM_ALGORITHMS, DkimSigner, body_hash
 from digest.errors import ConfigError, InputError
 from digest.mail.base import OutgoingMessage
 from digest.mime import (
@@ -85,6 +85,7 @@ class MessageTemplate:
         self.sender = _settings_address(settings, "from_email")[1]
         self.signer = signer if signer is not None else DkimSigner.from_settings(settings)
         self._date_cache: tuple[int, bytes] = (-1, b"")
+        self._body_hash: bytes | None = None
 
         mailto = settings.list_unsubscribe_mailto.strip()
         if mailto:
@@ -242,8 +243,16 @@ class MessageTemplate:
             out[index] = values[key]
         data = b"".join(out)
         if self.signer is not None:
-            data = self.signer.sign(data)
+            data = self.signer.sign(data, body_hash_value=self._constant_body_hash(data))
         return data
+
+    def _constant_body_hash(self, data: bytes) -> bytes | None:
+        """The DKIM body hash, computed once, when no recipient value lands in the body."""
+        if self._slot_holes:
+            return None  # the body differs per recipient: the signer hashes each one
+        if self._body_hash is None:
+            self._body_hash = body_hash(memoryview(data)[data.index(b"\r\n\r\n") + 4:])
+        return self._body_hash
 
     def build_outgoing(
         self, recipient: Recipient, message_id: str, date: datetime | None = None

@@ -591,19 +591,118 @@ def test_ed25519_pem_key_from_openssl(tmp_path: Path) -> None:
     assert dkim.verify(data, dnsfunc=dns(record))
 
 
-def test_ed25519_without_pynacl_says_what_to_install(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def ed25519_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """An Ed25519 private key file (PEM, from openssl) and its DKIM TXT record."""
+    path = tmp_path_factory.mktemp("dkim") / "ed25519.pem"
+    openssl("genpkey", "-algorithm", "ed25519", "-out", str(path))
+    public = openssl("pkey", "-in", str(path), "-pubout", "-outform", "DER")[-32:]
+    return path, b"v=DKIM1; k=ed25519; p=" + base64.b64encode(public)
+
+
+def dual_config(rsa_key: tuple[Path, bytes], ed25519_key: tuple[Path, bytes]) -> Settings:
+    return Settings(dkim_domain="example.com", dkim_selector="sel",
+                    dkim_private_key=str(rsa_key[0]), dkim_ed25519_selector="ed",
+                    dkim_ed25519_private_key=str(ed25519_key[0]))
+
+
+def dual_dns(rsa_key: tuple[Path, bytes], ed25519_key: tuple[Path, bytes]) -> Any:
+    records = {b"sel._domainkey.example.com.": rsa_key[1],
+               b"ed._domainkey.example.com.": ed25519_key[1]}
+
+    def lookup(qname: bytes, timeout: int = 5) -> bytes | None:
+        return records.get(qname)
+    return lookup
+
+
+def verify_every_signature(data: bytes, dnsfunc: Any) -> list[bytes]:
+    """The a= of every DKIM-Signature, after dkimpy verified each one."""
+    import dkim
+
+    checker = dkim.DKIM(data)
+    algorithms = []
+    for index, field in enumerate(f for f in parse(data).get_all("DKIM-Signature") or []):
+        assert checker.verify(idx=index, dnsfunc=dnsfunc), f"signature {index} fails"
+        algorithms.append(re.search(r"a=([\w-]+)", str(field))[1].encode())  # type: ignore[index]
+    return algorithms
+
+
+def test_dual_signing_adds_an_rsa_and_an_ed25519_signature_that_both_verify(
+    rsa_key: tuple[Path, bytes], ed25519_key: tuple[Path, bytes]
+) -> None:
+    """RFC 8463 §3: receivers that know Ed25519 check it, the rest check RSA; both hold."""
+    pytest.importorskip("nacl.signing", reason="dkimpy needs PyNaCl to verify ed25519-sha256")
+    config = dual_config(rsa_key, ed25519_key)
+    data = MessageTemplate(SUBJECT, HTML, TEXT_PART, config).build(recipient(), "x@example.com")
+    assert verify_every_signature(data, dual_dns(rsa_key, ed25519_key)) == [
+        b"rsa-sha256", b"ed25519-sha256"]
+    signer = DkimSigner.from_settings(config)
+    assert signer is not None
+    assert [name for name, _, _ in signer.public_records()] == [
+        "sel._domainkey.example.com", "ed._domainkey.example.com"]
+
+
+@hsettings(max_examples=30, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=TEXT, subject=TEXT, address=st.emails())
+def test_every_signature_verifies_whatever_the_recipient_and_subject(
+    rsa_key: tuple[Path, bytes], ed25519_key: tuple[Path, bytes], name: str, subject: str,
+    address: str,
+) -> None:
+    """Folded, encoded and over-long headers canonicalize the same for signer and verifier."""
+    pytest.importorskip("nacl.signing", reason="dkimpy needs PyNaCl to verify ed25519-sha256")
+    config = dual_config(rsa_key, ed25519_key)
     try:
-        import nacl.signing  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("PyNaCl is installed")
-    path = tmp_path / "ed25519.key"
-    path.write_bytes(base64.b64encode(bytes(32)))
+        data = MessageTemplate(subject, HTML, TEXT_PART, config).build(
+            recipient(name=name, address=address), "x@example.com")
+    except InputError:
+        return  # an address the builder refuses never gets signed
+    assert len(verify_every_signature(data, dual_dns(rsa_key, ed25519_key))) == 2
+
+
+def test_a_body_without_recipient_values_is_hashed_once_and_still_verifies(
+    rsa_key: tuple[Path, bytes]
+) -> None:
+    """The same body for everyone: one body hash per variant, and every message verifies."""
+    import dkim
+
     config = Settings(dkim_domain="example.com", dkim_selector="sel",
-                      dkim_private_key=str(path), dkim_algorithm="ed25519-sha256")
-    with pytest.raises(ConfigError, match="PyNaCl"):
+                      dkim_private_key=str(rsa_key[0]))
+    plain = SplicedTemplate(("Hello reader,\n\nThe news.\n\n\n",), ())
+    html = SplicedTemplate(("<p>Hello reader,</p><p>The news.</p>",), ())
+    template = MessageTemplate("Same for all", html, plain, config)
+    first = template.build(recipient(name="Ann"), "a@example.com")
+    second = template.build(recipient(name="Bob", address="bob@example.com"), "b@example.com")
+    body_hash = re.compile(rb"bh=([^;]+);")
+    assert body_hash.search(first)[1] == body_hash.search(second)[1]  # type: ignore[index]
+    assert dkim.verify(first, dnsfunc=dns(rsa_key[1]))
+    assert dkim.verify(second, dnsfunc=dns(rsa_key[1]))
+    varying = MessageTemplate(SUBJECT, HTML, TEXT_PART, config)
+    assert body_hash.search(varying.build(recipient(name="Ann"), "c@example.com"))[1] != \
+        body_hash.search(varying.build(recipient(name="Bob"), "d@example.com"))[1]  # type: ignore[index]
+
+
+def test_dual_signing_needs_both_its_settings(rsa_key: tuple[Path, bytes]) -> None:
+    config = Settings(dkim_domain="example.com", dkim_selector="sel",
+                      dkim_private_key=str(rsa_key[0]), dkim_ed25519_selector="ed")
+    with pytest.raises(ConfigError, match="dkim_ed25519_private_key"):
         DkimSigner.from_settings(config)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(name=TEXT, text_value=TEXT)
+def test_built_messages_need_no_dot_stuffing(name: str, text_value: str) -> None:
+    """What the builder marks wire-ready has CRLF line ends only and no line starting with
+    ".", so SMTP sends it without a stuffing pass and the receiver gets it unchanged."""
+    try:
+        message = MessageTemplate(SUBJECT, HTML, TEXT_PART, Settings()).build_outgoing(
+            recipient(name="." + name + "\n." + text_value), "x@example.com")
+    except InputError:
+        return
+    assert message.wire_ready
+    data = message.data
+    assert not data.startswith(b".") and b"\n." not in data
+    assert data.count(b"\n") == data.count(b"\r\n") and data.endswith(b"\r\n")
 
 
 @pytest.mark.parametrize(("changes", "content", "match"), [
