@@ -111,6 +111,11 @@ def records(settings: Settings) -> tuple[list[Record], list[str]]:
     signer = DkimSigner.from_settings(settings)
     dkim = dkim_record(signer)
     out = [dkim] if dkim is not None else []
+    if signer is not None:
+        # Dual signing: the Ed25519 key's record too (RFC 8463 §3).
+        out += [Record("DKIM", name, "TXT", value,
+                       f"The public key of dkim_ed25519_private_key ({algorithm}).")
+                for name, value, algorithm in signer.public_records()[1:]]
     if dkim is None:
         advice.append(
             "DKIM is not configured. Make a key (openssl genrsa -out dkim.pem 2048), set "

@@ -184,6 +184,31 @@ def test_the_printed_dkim_record_verifies_what_digest_sends(
         assert dkim.verify(message.data, dnsfunc=dns_stub("s1._domainkey.example.org", record))
 
 
+def test_dual_signing_prints_both_records_and_both_signatures_verify(
+    runner: CliRunner, env: dict[str, str], rsa_key: Path, ed25519_key: Path
+) -> None:
+    """With an Ed25519 key beside the RSA one, `digest dns` prints both records and every
+    sent message carries two signatures that verify against them (RFC 8463 §3)."""
+    import dkim
+
+    env = {**env, "DIGEST_DKIM_DOMAIN": "example.org", "DIGEST_DKIM_SELECTOR": "s1",
+           "DIGEST_DKIM_PRIVATE_KEY": str(rsa_key), "DIGEST_DKIM_ED25519_SELECTOR": "e1",
+           "DIGEST_DKIM_ED25519_PRIVATE_KEY": str(ed25519_key)}
+    printed = runner.invoke(main, ["dns"], env=env)
+    assert printed.exit_code == 0, printed.output
+    records = {f"{name}._domainkey.example.org.".encode(): txt_value(
+        printed.output, f"{name}._domainkey.example.org") for name in ("s1", "e1")}
+    assert records[b"e1._domainkey.example.org."].startswith(b"v=DKIM1; k=ed25519; p=")
+
+    sent = runner.invoke(main, ["send", *WEEK], env=env)
+    assert sent.exit_code == 0, sent.output
+    assert len(MemoryBackend.outbox) == 3
+    for message in MemoryBackend.outbox:
+        checker = dkim.DKIM(message.data)
+        for index in (0, 1):
+            assert checker.verify(idx=index, dnsfunc=lambda q, timeout=5: records.get(q))
+
+
 def test_dns_prints_spf_dmarc_and_the_unsubscribe_hosts_without_lookups(
     runner: CliRunner, env: dict[str, str]
 ) -> None:
