@@ -83,6 +83,7 @@ class _State:
         self.connections = 0
         self.transactions = 0
         self.faults: dict[tuple[int, Stage], Fault] = {}
+        self.pipelined = 0  # MAIL FROM commands that arrived with the next command behind them
         self.rcpt_replies: dict[str, str] = {}
 
     def take_fault(self, transaction: int, stage: Stage) -> Fault | None:
@@ -177,9 +178,13 @@ class _ScriptedSMTP(SMTP):
                 self.connection = self.state.connections
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        # A client that pipelines (RFC 2920) has sent RCPT TO before this MAIL FROM is
+        # answered, so it is already waiting in the read buffer; in lockstep nothing is.
+        waiting = bool(getattr(self._reader, "_buffer", b""))
         with self.state.lock:
             self.state.transactions += 1
             self.transaction = self.state.transactions
+            self.state.pipelined += waiting
         assert self.session is not None
         if self.state.auth and not self.session.authenticated:
             await self.push("530 5.7.0 Authentication required")
@@ -336,6 +341,7 @@ class SMTPTestServer:
             self._state.ehlo_names.clear()
             self._state.connections = 0
             self._state.transactions = 0
+            self._state.pipelined = 0
             self._state.faults.clear()
             self._state.rcpt_replies.clear()
 
@@ -363,6 +369,12 @@ class SMTPTestServer:
         """How many MAIL FROM commands arrived."""
         with self._state.lock:
             return self._state.transactions
+
+    @property
+    def pipelined(self) -> int:
+        """How many MAIL FROM commands arrived with more commands already behind them."""
+        with self._state.lock:
+            return self._state.pipelined
 
     @property
     def ehlo_names(self) -> list[str]:
