@@ -20,7 +20,7 @@ DEFAULT_CONFIG_FILE = "digest.toml"
 #: Settings whose values are never printed in full.
 SECRET_FIELDS = frozenset(
     {"secret_key", "smtp_password", "webhook_secrets", "dkim_private_key",
-     "dkim_ed25519_private_key"}
+     "dkim_ed25519_private_key", "bounce_mailbox_password"}
 )
 
 #: The email layouts the templates provide (templates/layouts/NAME.mjml.j2).
@@ -139,6 +139,23 @@ class Settings:
     send_lease_seconds: float = 120.0
     send_rate: float = 0.0
 
+    # Bounces and complaints (digest bounces)
+    bounce_address: str = ""  # envelope MAIL FROM (Return-Path); "" means from_email
+    verp: bool = False  # bounces+<delivery>-<signature>@domain per message
+    bounce_soft_limit: int = 3  # N soft bounces in a row ...
+    bounce_soft_days: int = 30  # ... within M days mark the subscriber bounced
+    bounce_mailbox_protocol: str = "imap"  # imap | pop3
+    bounce_mailbox_host: str = ""
+    bounce_mailbox_port: int = 0  # 0: the protocol's default for the security mode
+    bounce_mailbox_security: str = "ssl"  # ssl | starttls | insecure-loopback
+    bounce_mailbox_username: str = ""
+    bounce_mailbox_password: str = ""
+    bounce_mailbox_cafile: str = ""  # "" trusts the system's certificate authorities
+    bounce_mailbox_folder: str = "INBOX"
+    bounce_mailbox_processed: str = "digest-processed"  # "" deletes processed mail
+    bounce_mailbox_timeout: float = 30.0
+    bounce_keep_dir: str = "bounces-kept"  # digest bounces receive keeps unreadable mail here
+
     # Schedule
     schedule_weekday: str = "friday"
     schedule_time: str = "09:00"
@@ -184,8 +201,23 @@ class Settings:
             raise ConfigError(
                 f"smtp_security {self.smtp_security!r} must be one of none, starttls, ssl"
             )
+        if self.bounce_mailbox_protocol not in ("imap", "pop3"):
+            raise ConfigError(
+                f"bounce_mailbox_protocol {self.bounce_mailbox_protocol!r} must be imap or pop3"
+            )
+        if self.bounce_mailbox_security not in ("ssl", "starttls", "insecure-loopback"):
+            raise ConfigError(
+                f"bounce_mailbox_security {self.bounce_mailbox_security!r} must be one of "
+                "ssl, starttls, insecure-loopback"
+            )
+        if self.verp and not self.bounce_address.strip():
+            raise ConfigError(
+                "verp = true needs bounce_address, e.g. bounces@news.example.org, whose "
+                "mail (or a mailbox it is delivered to) digest bounces reads"
+            )
         for name in ("section_cap", "total_cap", "send_inflight", "send_batch",
-                     "smtp_connections", "send_max_attempts"):
+                     "smtp_connections", "send_max_attempts", "bounce_soft_limit",
+                     "bounce_soft_days"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
         if self.trusted_proxies < 0:

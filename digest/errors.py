@@ -29,3 +29,7 @@ class SendError(DigestError):
 
 class LockedError(SendError):
     """Another process holds the send lease for this issue."""
+
+
+class MailboxError(DigestError):
+    """The bounce mailbox cannot be reached or read (host, TLS, login or folder)."""

@@ -271,3 +271,44 @@ class WebhookEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class BounceKind(enum.StrEnum):
+    """What a bounce or complaint report said about one recipient."""
+
+    HARD = "hard"  # 5.1.x: the address does not exist; bounced at once
+    SOFT = "soft"  # a failure that may pass (mailbox full, …); counted
+    POLICY = "policy"  # X.7.x: refused for the sender's reputation, not the reader; kept only
+    DELAYED = "delayed"  # still being retried by the relay; kept only
+    COMPLAINT = "complaint"  # ARF abuse report: unsubscribed and suppressed at once
+
+
+class BounceEvent(Base):
+    """One recipient of one bounce or complaint report, with what it did.
+
+    ``fingerprint`` (a hash of the report and the recipient) makes reading the same mail twice,
+    e.g. after a crash between the commit and moving it out of the mailbox, a no-op.
+    """
+
+    __tablename__ = "bounce_events"
+    __table_args__ = (Index("ix_bounce_events_subscriber", "subscriber_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), index=True
+    )
+    issue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("issues.id", ondelete="SET NULL"), index=True
+    )
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    email: Mapped[str] = mapped_column(String(320), default="")
+    status_code: Mapped[str] = mapped_column(String(20), default="")
+    diagnostic: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(20), default="")  # imap, pop3, smtp, lmtp
+    matched_by: Mapped[str] = mapped_column(String(20), default="")  # verp, message-id, address
+    action: Mapped[str] = mapped_column(String(40), default="")  # what it did to the subscriber

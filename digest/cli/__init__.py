@@ -100,9 +100,9 @@ def main(ctx: click.Context, config_file: Path | None, database_url: str | None)
 
 def _register() -> None:
     # Imported here so that each module can import `main`/`pass_app` from this package.
-    from digest.cli import articles, core, dns, issue, render, send, subscribers, web
+    from digest.cli import articles, bounces, core, dns, issue, render, send, subscribers, web
 
-    for module in (core, articles, subscribers, render, issue, send, web, dns):
+    for module in (core, articles, subscribers, render, issue, send, bounces, web, dns):
         for command in module.COMMANDS:
             main.add_command(command)
 

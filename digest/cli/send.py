@@ -296,7 +296,7 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
     Example:
       digest issues show 2025-W47
     """
-    from digest import sending
+    from digest import bounces, sending
 
     d = sending.issue_details(app.db, issue, errors=error_count, settings=app.settings)
     c = d.counts
@@ -316,6 +316,10 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
         click.echo(f"  sender lease  {d.lease_owner}")
     for owner, until, rows in d.senders:
         click.echo(f"  in flight  {rows} row(s) claimed by {owner} until {_local(until, app)}")
+    found = bounces.issue_counts(app.db, d.issue.id)
+    click.echo(f"  bounces  {found.get('hard', 0)} hard, {found.get('soft', 0)} soft, "
+               f"{found.get('policy', 0)} refused by policy, {found.get('delayed', 0)} delayed; "
+               f"complaints {found.get('complaint', 0)}")
     if d.errors:
         click.echo("  last errors:")
         for email, attempts, code, reply in d.errors:
