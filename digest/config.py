@@ -210,6 +210,12 @@ class Settings:
                 f"bounce_mailbox_security {self.bounce_mailbox_security!r} must be one of "
                 "ssl, starttls, insecure-loopback"
             )
+        bounce_local, at, _ = self.bounce_address.strip().rpartition("@")
+        if self.bounce_address.strip() and (not at or not bounce_local or "+" in bounce_local):
+            raise ConfigError(
+                f"bounce_address {self.bounce_address!r} must be a plain address like "
+                "bounces@news.example.org, without a +tag (VERP adds its own)"
+            )
         if self.verp and not self.bounce_address.strip():
             raise ConfigError(
                 "verp = true needs bounce_address, e.g. bounces@news.example.org, whose "

@@ -31,6 +31,7 @@ from digest.models import utcnow
 from digest.render import default_templates_dir
 from digest.subscribers import normalise
 from digest.tokens import confirm_url
+from digest.verp import envelope_sender
 
 log = logging.getLogger("digest.confirmation")
 
@@ -110,7 +111,7 @@ def build_confirmation(
     mail_policy = policy.SMTP if address.ascii else policy.SMTPUTF8
     return OutgoingMessage(
         message_id=message_id.strip("<>"),
-        sender=settings.from_email,
+        sender=envelope_sender(settings),
         recipient=recipient,
         data=message.as_bytes(policy=mail_policy),
     )

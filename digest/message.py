@@ -35,6 +35,7 @@ from digest.mime import (
     unsubscribe_uri,
 )
 from digest.personalise import Context, Recipient, SplicedTemplate, escape
+from digest.verp import envelope_sender, require_usable
 
 __all__ = [
     "DKIM_ALGORITHMS",
@@ -82,7 +83,10 @@ class MessageTemplate:
     ) -> None:
         self.settings = settings
         self.subject = clean_header_text(subject)
-        self.sender = _settings_address(settings, "from_email")[1]
+        _settings_address(settings, "from_email")
+        # The envelope sender: bounce_address (VERP per delivery, see build_outgoing) or From.
+        require_usable(settings)
+        self.sender = envelope_sender(settings)
         self.signer = signer if signer is not None else DkimSigner.from_settings(settings)
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._body_hash: bytes | None = None
@@ -255,13 +259,21 @@ class MessageTemplate:
         return self._body_hash
 
     def build_outgoing(
-        self, recipient: Recipient, message_id: str, date: datetime | None = None
+        self, recipient: Recipient, message_id: str, date: datetime | None = None, *,
+        delivery_id: int | None = None,
     ) -> OutgoingMessage:
-        """The message for one recipient with its envelope (MAIL FROM is from_email)."""
+        """The message for one recipient with its envelope.
+
+        MAIL FROM is bounce_address (else from_email); with ``verp`` on and a delivery id it
+        is that delivery's signed VERP address, so its bounce names the delivery.
+        """
         address = check_address(recipient.email)
+        sender = self.sender
+        if delivery_id is not None and self.settings.verp:
+            sender = envelope_sender(self.settings, delivery_id)
         return OutgoingMessage(
             message_id=message_id,
-            sender=self.sender,
+            sender=sender,
             recipient=address,
             data=self._build(recipient, address, message_id, date),
             # Quoted-printable never starts a line with "." (qp_segment and qp_value encode

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from digest.errors import InputError, NotFoundError
 from digest.models import Subscriber, SubscriberStatus, Suppression, utcnow
+from digest.store import bounces as bounce_store
 from digest.store import subscribers as store
 from digest.tokens import TokenData
 
@@ -547,6 +548,7 @@ def erase(session: Session, email: str, now: datetime | None = None) -> EraseRep
     if subscriber is not None:
         emails.add(subscriber.email)
         subscriber_id = subscriber.id
+    bounce_store.scrub(session, subscriber_id, emails)
     scrubbed = store.scrub_deliveries(session, subscriber_id, emails)
     if subscriber is not None:
         store.delete_subscriber(session, subscriber)

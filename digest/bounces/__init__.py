@@ -1,9 +1,10 @@
 """Bounces and complaints: read the reports relays and mailbox providers send back, and act.
 
-``verp`` makes and checks the signed envelope senders, ``parse`` reads a report, ``policy``
-decides what it does, ``mailbox`` fetches reports over IMAP or POP3 and ``receiver`` takes
-them over SMTP or LMTP. :func:`process` is the one path every source goes through: it commits
-before it returns, so a caller deletes or acknowledges a message only after that.
+``parse`` reads a report, ``policy`` decides what it does (``digest.verp`` makes and checks
+the signed envelope senders it relies on), ``mailbox`` fetches reports over IMAP or POP3 and
+``receiver`` takes them over SMTP or LMTP. :func:`process` is the one path every source
+goes through: it commits before it returns, so a caller deletes or acknowledges a message
+only after that.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from digest.bounces import KEPT, Outcome, process
-from digest.bounces.verp import require_usable
 from digest.config import Settings
 from digest.db import Database
 from digest.errors import ConfigError, MailboxError
+from digest.verp import require_usable
 
 _PORTS = {
     ("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "insecure-loopback"): 143,

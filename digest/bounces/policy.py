@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from digest import subscribers
-from digest.bounces import verp
+from digest import subscribers, verp
 from digest.bounces.parse import Recipient, Report
 from digest.config import Settings
 from digest.errors import InputError

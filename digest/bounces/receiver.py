@@ -23,11 +23,11 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from digest.bounces import KEPT, process
-from digest.bounces.verp import bounce_parts, require_usable
 from digest.config import Settings
 from digest.db import Database
 from digest.errors import ConfigError
 from digest.models import utcnow
+from digest.verp import bounce_parts, require_usable
 
 #: Largest message accepted; a bounce that returns a whole issue with images is well under.
 MAX_MESSAGE = 25 * 1024 * 1024

@@ -290,7 +290,9 @@ class Sender:
                 batch.skipped.append((row.id, "no articles in the reader's sections this issue"))
                 continue
             try:
-                message = template.build_outgoing(self.recipient(row, issue.label), row.message_id)
+                message = template.build_outgoing(
+                    self.recipient(row, issue.label), row.message_id, delivery_id=row.id
+                )
             except InputError as exc:
                 # An address or link that cannot go into a header: no retry will fix it.
                 batch.results.append(

@@ -64,7 +64,7 @@ def soft_streak(session: Session, subscriber_id: int, since: datetime) -> int:
         .outerjoin(Delivery, Delivery.id == BounceEvent.delivery_id)
         .where(BounceEvent.subscriber_id == subscriber_id, BounceEvent.kind == BounceKind.SOFT,
                BounceEvent.received_at >= since)
-    ).tuples().all()
+    ).all()
     # Several reports about one delivery (a relay's retries) are one soft bounce.
     moments: dict[tuple[str, int], datetime] = {}
     for event_id, delivery_id, received, sent in events:
@@ -96,7 +96,7 @@ def recent(session: Session, limit: int, kind: str | None = None) -> list[EventR
     )
     if kind is not None:
         query = query.where(BounceEvent.kind == kind)
-    return [EventRow(*row) for row in session.execute(query).tuples()]
+    return [EventRow(*row) for row in session.execute(query)]
 
 
 def counts_for_issue(session: Session, issue_id: int) -> dict[str, int]:
@@ -104,7 +104,7 @@ def counts_for_issue(session: Session, issue_id: int) -> dict[str, int]:
     rows = session.execute(
         select(BounceEvent.kind, func.count())
         .where(BounceEvent.issue_id == issue_id).group_by(BounceEvent.kind)
-    ).tuples()
+    )
     return {kind: int(n) for kind, n in rows}
 
 
