@@ -166,7 +166,7 @@ def _counts(added: int, updated: int, unchanged: int, skipped: Counter[str]) -> 
 # --- reading sources -------------------------------------------------------------------
 
 
-class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects only to http(s), never to file: or ftp:."""
 
     def redirect_request(
@@ -186,7 +186,7 @@ def is_url(source: str) -> bool:
 
 def fetch_url(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MAX_BYTES) -> bytes:
     """The body of an http(s) URL, with a timeout and a size cap; errors name the URL."""
-    opener = urllib.request.build_opener(_HttpOnlyRedirects())
+    opener = urllib.request.build_opener(HttpOnlyRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})  # noqa: S310 - is_url() checked the scheme
     try:
         with opener.open(request, timeout=timeout) as response:

@@ -93,6 +93,14 @@ class _Scan(HTMLParser):
         self.handle_starttag(tag, attrs)
 
 
+def image_urls(compiled: CompiledIssue, settings: Settings) -> list[str]:
+    """Every image URL a reader's mail client would load for this variant, in order."""
+    scan = _Scan()
+    scan.feed(compiled.html.fill(sample_recipient(settings)))
+    scan.close()
+    return list(dict.fromkeys(img.get("src", "") for img in scan.images if img.get("src")))
+
+
 def _kib(size: int) -> str:
     return f"{size / 1024:.1f} KB"
 

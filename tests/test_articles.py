@@ -72,6 +72,7 @@ def test_rss_maps_namespaced_fields(db: Database, article_fixtures: Path) -> Non
     assert pilots.image_url == "https://images.example.org/harbour-pilots.jpg"
     assert pilots.image_alt == "A pilot boat beside a container ship at dusk"
     assert pilots.image_credit == "Photo: Fjordline Images / Sindre Aas"
+    assert (pilots.image_width, pilots.image_height) == (1600, 1067)  # media:content size
     # +0100 in the feed; stored as UTC.
     assert pilots.published_at == datetime(2025, 11, 18, 8, 30, tzinfo=UTC)
 
@@ -96,6 +97,7 @@ def test_rss_thumbnail_title_alt_entities_and_image_enclosure(
     import_sources(db, [str(article_fixtures / "feed.xml")], now=NOW)
     articles = stored(db)
     growers = articles["https://news.example.org/latin-america/growers-coop"]
+    assert (growers.image_width, growers.image_height) == (0, 0)  # the feed gives no size
     assert growers.title == "Growers’ co-op weighs coffee & cacao"
     assert growers.image_url == "https://images.example.org/growers-thumb.jpg"
     assert growers.image_alt == "Seedlings in black bags on a terrace"
@@ -644,3 +646,23 @@ def test_sample_subscribers() -> None:
         assert isinstance(subscriber["sections"], list)
     assert any(s["sections"] for s in subscribers)
     assert any(not s["sections"] for s in subscribers)
+
+
+def test_image_sizes_from_json_are_kept_only_when_whole_and_plausible(db: Database) -> None:
+    """A photo's width and height make the email's layout hold with images off; a half-given
+    or absurd size is dropped rather than guessed."""
+    base = {"title": "T", "section": "Europe", "published_at": "2025-11-18T08:00:00Z",
+            "image_url": "https://images.example.org/p.jpg"}
+    records = [
+        {**base, "url": "https://news.example.org/a", "image_width": 1200, "image_height": "800"},
+        {**base, "url": "https://news.example.org/b", "image_width": "900px", "image_height": 600},
+        {**base, "url": "https://news.example.org/c", "image_width": 1200},
+        {**base, "url": "https://news.example.org/d", "image_width": -5, "image_height": 10},
+        {**base, "url": "https://news.example.org/e", "image_width": 10**9, "image_height": 10},
+        {**base, "url": "https://news.example.org/f", "image_url": "", "image_width": 100,
+         "image_height": 100},
+    ]
+    import_records(db, records, name="sizes")
+    sizes = {u.rsplit("/", 1)[1]: (a.image_width, a.image_height) for u, a in stored(db).items()}
+    assert sizes == {"a": (1200, 800), "b": (900, 600), "c": (0, 0), "d": (0, 0), "e": (0, 0),
+                     "f": (0, 0)}

@@ -133,24 +133,31 @@ def preview(app: AppContext, week: str | None, since: str | None, until: str | N
 @click.option("--force", is_flag=True,
               help="Accept the reputation errors (http unsubscribe, misaligned DKIM), "
                    "as digest send --force does.")
+@click.option("--fetch-images", is_flag=True,
+              help="Also request every image URL once and warn about those that do not load.")
+@click.option("--image-timeout", type=click.FloatRange(0.1, 60), default=5.0,
+              show_default=True, help="Seconds each image may take to answer.")
 @pass_app
 def check(app: AppContext, week: str | None, since: str | None, until: str | None,
           include_sent: bool, intro_file: Path | None, subject: str, preheader: str,
-          force: bool) -> None:
+          force: bool, fetch_images: bool, image_timeout: float) -> None:
     """Check an issue for what would go wrong in inboxes, before it is sent.
 
     Reports HTML size and the margin to Gmail's clip limit, head CSS size, images without
     alt text, non-HTTPS or relative links, a missing unsubscribe link or postal address,
     empty sections and an empty issue. It also guards the sender's reputation: a
     List-Unsubscribe link that is not https, or a DKIM domain not aligned with From, is an
-    error unless --force is given; no DKIM at all is a warning. Exits 1 on an error, 0 with
-    warnings only. `digest send` runs the same check as a gate.
+    error unless --force is given; no DKIM at all is a warning. Text colours below WCAG AA
+    contrast are an error. --fetch-images requests every photo once (a short timeout) and
+    warns about those that do not load; nothing is fetched without it. Exits 1 on an
+    error, 0 with warnings only. `digest send` runs the same check as a gate.
 
     \b
     Examples:
       digest check
       digest check --week 2025-W47
       digest check --force                  # accept http unsubscribe while testing
+      digest check --fetch-images           # also warn about photos that do not load
     """
     from digest.checks import check_issue
     from digest.preview import build_preview
@@ -161,6 +168,17 @@ def check(app: AppContext, week: str | None, since: str | None, until: str | Non
         preheader=preheader,
     )
     report = check_issue(result.compiled, result.content, app.settings)
+    if fetch_images:
+        from digest.checks import image_urls
+        from digest.images import unreachable_images
+
+        urls = image_urls(result.compiled, app.settings)
+        problems = unreachable_images(urls, timeout=image_timeout)
+        report.warnings.extend(problem.sentence() for problem in problems)
+        report.notes.append(
+            f"Fetched {len(urls)} image(s): {len(urls) - len(problems)} load, "
+            f"{len(problems)} do not."
+        )
     if result.note:
         click.echo(result.note)
     click.echo(f"Issue {result.content.number} ({result.content.label}): "
