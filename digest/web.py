@@ -23,6 +23,7 @@ from typing import Any
 
 import jinja2
 from flask import Flask, Response, current_app, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import Forbidden, HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -192,6 +193,48 @@ def _event(name: str, **fields: Any) -> None:
     log.info(json.dumps({"event": name, **fields}, default=str))
 
 
+# --------------------------------------------------------------------------- page theme
+
+#: The pages' colours as CSS custom properties: (property, theme setting, light default,
+#: dark default). The settings are the [theme] table's: theme_text, and theme_dark_text for
+#: prefers-color-scheme: dark. The defaults are the email's, for settings without the table.
+PAGE_COLOURS: tuple[tuple[str, str, str, str], ...] = (
+    ("text", "text", "#1f2328", "#e8e6e3"),
+    ("background", "background", "#f4f1ea", "#121212"),
+    ("surface", "surface", "#ffffff", "#1e1e1e"),
+    ("muted", "muted", "#5f6368", "#b0aca5"),
+    ("accent", "accent", "#a33b20", "#f08c6c"),
+    ("link", "link", "#1f2328", "#e8e6e3"),
+    ("rule", "rule", "#d8d2c4", "#3a3a3a"),
+)
+PAGE_FONTS: tuple[tuple[str, str, str], ...] = (
+    ("heading-font", "heading_font", "Georgia, 'Times New Roman', serif"),
+    ("body-font", "body_font", "Helvetica, Arial, sans-serif"),
+)
+# What may reach the <style> block unescaped: a colour, or a list of font names (no <, &, ;
+# or braces). Anything else falls back to the default rather than into the CSS.
+_CSS_COLOUR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,20})$")
+_CSS_FONTS = re.compile(r"^[A-Za-z0-9 ,'\"-]{1,200}$")
+
+
+def page_theme(settings: Settings) -> dict[str, dict[str, Markup]]:
+    """The pages' colours and fonts ({"light": ..., "dark": ...}), from the theme settings.
+
+    Settings without a [theme] table (or without one of its keys) keep the defaults.
+    """
+
+    def pick(name: str, default: str, pattern: re.Pattern[str]) -> Markup:
+        value = getattr(settings, f"theme_{name}", default)
+        # Markup: quotes in font names must reach the CSS as quotes, not as &#39;.
+        safe = value if isinstance(value, str) and pattern.match(value) else default
+        return Markup(safe)  # noqa: S704 - matched pattern has no <, &, ; or braces
+
+    light = {prop: pick(name, light, _CSS_COLOUR) for prop, name, light, _ in PAGE_COLOURS}
+    light.update({prop: pick(name, default, _CSS_FONTS) for prop, name, default in PAGE_FONTS})
+    dark = {prop: pick(f"dark_{name}", dark, _CSS_COLOUR) for prop, name, _, dark in PAGE_COLOURS}
+    return {"light": light, "dark": dark}
+
+
 # --------------------------------------------------------------------------- app factory
 
 
@@ -230,6 +273,7 @@ def create_app(
         newsletter_name=settings.newsletter_name,
         language=settings.language,
         postal_address=settings.postal_address,
+        theme=page_theme(settings),
         name_max=FORM_NAME_MAX,
         honeypot_field=HONEYPOT_FIELD,
         token_field=TOKEN_FIELD,

@@ -522,6 +522,18 @@ def test_preferences(client: FlaskClient, web_settings: Settings, db: Database) 
     assert "not subscribed" in client.get(link).get_data(as_text=True)
 
 
+def test_preferences_heading_reads_well_for_a_name_starting_with_the(
+    make_app: Callable[..., Flask], web_settings: Settings, db: Database
+) -> None:
+    """Not "Your The Audit Dispatch preferences" (issue 10)."""
+    named = web_settings.replace(newsletter_name="The Audit Dispatch")
+    sub = add_active(db, "heading@example.org")
+    page = make_app(named).test_client().get(path_of(tokens.preferences_url(named, sub)))
+    heading = re.search(r"<h1>(.*?)</h1>", page.get_data(as_text=True))
+    assert heading is not None
+    assert heading.group(1) == "Your preferences for The Audit Dispatch"
+
+
 # --- archive ------------------------------------------------------------------------------
 
 
