@@ -8,6 +8,7 @@ per request, commit, and only then hand a confirmation email to the background m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -195,43 +196,31 @@ def _event(name: str, **fields: Any) -> None:
 
 # --------------------------------------------------------------------------- page theme
 
-#: The pages' colours as CSS custom properties: (property, theme setting, light default,
-#: dark default). The settings are the [theme] table's: theme_text, and theme_dark_text for
-#: prefers-color-scheme: dark. The defaults are the email's, for settings without the table.
-PAGE_COLOURS: tuple[tuple[str, str, str, str], ...] = (
-    ("text", "text", "#1f2328", "#e8e6e3"),
-    ("background", "background", "#f4f1ea", "#121212"),
-    ("surface", "surface", "#ffffff", "#1e1e1e"),
-    ("muted", "muted", "#5f6368", "#b0aca5"),
-    ("accent", "accent", "#a33b20", "#f08c6c"),
-    ("link", "link", "#1f2328", "#e8e6e3"),
-    ("rule", "rule", "#d8d2c4", "#3a3a3a"),
-)
-PAGE_FONTS: tuple[tuple[str, str, str], ...] = (
-    ("heading-font", "heading_font", "Georgia, 'Times New Roman', serif"),
-    ("body-font", "body_font", "Helvetica, Arial, sans-serif"),
-)
-# What may reach the <style> block unescaped: a colour, or a list of font names (no <, &, ;
-# or braces). Anything else falls back to the default rather than into the CSS.
-_CSS_COLOUR = re.compile(r"^(#[0-9a-fA-F]{3,8}|[a-zA-Z]{3,20})$")
-_CSS_FONTS = re.compile(r"^[A-Za-z0-9 ,'\"-]{1,200}$")
+#: The [theme] colours the pages use, as CSS custom properties --digest-<name>: theme_<name>
+#: in light mode and theme_dark_<name> under prefers-color-scheme: dark.
+PAGE_COLOURS = ("text", "background", "surface", "muted", "accent", "link", "rule")
+PAGE_FONTS = ("heading_font", "body_font")
+# What may reach the <style> block unescaped: a hex colour, or a list of font names (no <,
+# &, ; or braces). Settings.validate() checks the same; a Settings built without it that
+# holds anything else gets the default rather than a way out of the CSS.
+_CSS_COLOUR = re.compile(r"#[0-9a-fA-F]{3,8}")
+_CSS_FONTS = re.compile(r"[A-Za-z0-9 ,'-]{1,200}")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
 
 
 def page_theme(settings: Settings) -> dict[str, dict[str, Markup]]:
-    """The pages' colours and fonts ({"light": ..., "dark": ...}), from the theme settings.
+    """The pages' colours and fonts from the [theme] settings: {"light": ..., "dark": ...}."""
 
-    Settings without a [theme] table (or without one of its keys) keep the defaults.
-    """
-
-    def pick(name: str, default: str, pattern: re.Pattern[str]) -> Markup:
-        value = getattr(settings, f"theme_{name}", default)
+    def pick(setting: str, pattern: re.Pattern[str]) -> Markup:
+        value = getattr(settings, setting)
+        safe = value if isinstance(value, str) and pattern.fullmatch(value) else _DEFAULTS[setting]
         # Markup: quotes in font names must reach the CSS as quotes, not as &#39;.
-        safe = value if isinstance(value, str) and pattern.match(value) else default
-        return Markup(safe)  # noqa: S704 - matched pattern has no <, &, ; or braces
+        return Markup(safe)  # noqa: S704 - matched a pattern without <, &, ; or braces
 
-    light = {prop: pick(name, light, _CSS_COLOUR) for prop, name, light, _ in PAGE_COLOURS}
-    light.update({prop: pick(name, default, _CSS_FONTS) for prop, name, default in PAGE_FONTS})
-    dark = {prop: pick(f"dark_{name}", dark, _CSS_COLOUR) for prop, name, _, dark in PAGE_COLOURS}
+    light = {name: pick(f"theme_{name}", _CSS_COLOUR) for name in PAGE_COLOURS}
+    light.update({name.replace("_", "-"): pick(f"theme_{name}", _CSS_FONTS)
+                  for name in PAGE_FONTS})
+    dark = {name: pick(f"theme_dark_{name}", _CSS_COLOUR) for name in PAGE_COLOURS}
     return {"light": light, "dark": dark}
 
 

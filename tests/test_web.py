@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import json
 import logging
@@ -532,6 +533,22 @@ def test_preferences_heading_reads_well_for_a_name_starting_with_the(
     heading = re.search(r"<h1>(.*?)</h1>", page.get_data(as_text=True))
     assert heading is not None
     assert heading.group(1) == "Your preferences for The Audit Dispatch"
+
+
+def test_pages_take_their_colours_and_fonts_from_the_theme_settings(
+    make_app: Callable[..., Flask], web_settings: Settings
+) -> None:
+    themed = web_settings.replace(theme_text="#112233", theme_dark_background="#000000",
+                                  theme_body_font="Verdana, 'DejaVu Sans', sans-serif")
+    page = make_app(themed).test_client().get("/subscribe").get_data(as_text=True)
+    light, dark = page.split("@media (prefers-color-scheme: dark)")
+    assert "--digest-text: #112233;" in light
+    assert "--digest-body-font: Verdana, 'DejaVu Sans', sans-serif;" in light
+    assert "--digest-background: #000000;" in dark.split("}")[0]
+    # A Settings built without validation cannot break out of the style block.
+    unchecked = dataclasses.replace(web_settings, theme_text="red}</style><script>x()</script>")
+    page = make_app(unchecked).test_client().get("/subscribe").get_data(as_text=True)
+    assert "<script>" not in page and "--digest-text: #1f2328;" in page
 
 
 # --- archive ------------------------------------------------------------------------------
