@@ -274,13 +274,15 @@ class Upcoming:
     note: str = ""
 
 
-def upcoming(session: Session, settings: Settings, *, now: datetime | None = None) -> Upcoming:
+def upcoming(session: Session, settings: Settings, *, now: datetime | None = None,
+             last_when_empty: bool = False) -> Upcoming:
     """The issue ``digest send``, ``preview`` and ``check`` mean without --week/--since/--until.
 
     In order: an unfinished (sending or paused) issue; else the earliest draft; else the
     articles since the last sent issue up to now. When the last sent issue's window reaches
     past now (it was sent for the current week), there is nothing newer yet: that issue
-    is meant, as sent, and the note says so.
+    is meant, as sent, and the note says so. With last_when_empty (for a preview) the same
+    goes when no article has come in since it.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     unfinished = store.unfinished_issues(session)
@@ -301,7 +303,16 @@ def upcoming(session: Session, settings: Settings, *, now: datetime | None = Non
             f"to {until:%a %Y-%m-%d %H:%M %Z}, so nothing newer is due yet; showing it as "
             "sent. For the next issue: digest draft, or --week."
         ))
-    return Upcoming(window_for(session, settings, now=now))
+    window = window_for(session, settings, now=now)
+    if last is not None and last_when_empty and not store.articles_in_window(
+        session, window.start, window.end
+    ):
+        return Upcoming(_window_of(last), (
+            f"No articles have come in since issue {last.number} ({last.label}) was sent; "
+            "showing it as sent. Import some with `digest import FEED`, or pick a week with "
+            "--week."
+        ))
+    return Upcoming(window)
 
 
 def _window_of(issue: Issue) -> Window:

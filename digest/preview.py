@@ -115,7 +115,7 @@ def build_preview(
         if week or since or until:
             window = window_for(session, settings, week=week, since=since, until=until)
         else:
-            chosen = upcoming(session, settings)
+            chosen = upcoming(session, settings, last_when_empty=True)
             window, note = chosen.window, chosen.note
         content = select_issue(
             session, settings, window, include_sent=include_sent, intro=intro,

@@ -462,6 +462,8 @@ def test_preview_and_check_after_a_send_show_the_last_issue(
     check = ok(runner, env, "check")
     assert check.startswith(note)
     assert "OK: ready to send" in check
+    listing = ok(runner, env, "articles")
+    assert note in listing and "Story now" in listing
     again = ok(runner, env, "send")
     assert f"Issue 1 ({week.label}) already sent." in again
     assert len(MemoryBackend.outbox) == 2
@@ -477,3 +479,22 @@ def test_the_size_gate_never_leaves_out_a_pinned_article(
     text = ok(runner, tight, "preview", "--week", WEEK, "--format", "text")
     assert "asia-1" in stories_in(text)
     assert len(stories_in(text)) < 5  # the others did go
+
+
+def test_preview_after_a_past_week_was_sent_shows_it_until_new_articles_come(
+    runner: CliRunner, env: dict[str, str], db: Database, newsroom: dict[str, int]
+) -> None:
+    ok(runner, env, "send", "--week", WEEK)
+    preview = ok(runner, env, "preview", "--format", "text")
+    assert (f"No articles have come in since issue 1 ({WEEK}) was sent; showing it as sent."
+            in preview)
+    assert "eu-3" in stories_in(preview)
+    assert ok(runner, env, "articles").startswith("No articles from 2025-11-24 00:00 to ")
+    with db.write() as session:
+        session.execute(insert(Article), [{
+            "url": "https://news.example.org/fresh", "title": "Story fresh", "section": "Asia",
+            "published_at": datetime.now(UTC) - timedelta(hours=1),
+        }])
+    preview = ok(runner, env, "preview", "--format", "text")
+    assert "showing it as sent" not in preview and stories_in(preview) == ["fresh"]
+    assert "Story fresh" in ok(runner, env, "articles")

@@ -80,20 +80,28 @@ def articles_cmd(
 ) -> None:
     """List stored articles in a window, newest first.
 
-    Without --week or --since, the window runs from the end of the last sent issue (or
-    7 days back) to now, like the next issue's. Dates show in the configured time zone.
+    Without --week or --since, the window is the next issue's (see `digest preview`): a
+    draft's, or from the end of the last sent issue (or 7 days back) to now. Dates show in
+    the configured time zone.
 
     \b
     Examples:
       digest articles --week 2025-W47
       digest articles --since 2025-11-17 --until 2025-11-24 --section Europe
     """
-    from digest.issues import window_for
+    from digest.issues import upcoming, window_for
     from digest.store.issues import articles_in_window
 
     tz = app.settings.tz
     with app.db.read() as session:
-        window = window_for(session, app.settings, week=week, since=since, until=until)
+        if week or since or until:
+            window = window_for(session, app.settings, week=week, since=since, until=until)
+        else:
+            # The next issue's window; after a send for the current week, the sent one's.
+            chosen = upcoming(session, app.settings)
+            window = chosen.window
+            if chosen.note:
+                click.echo(chosen.note, err=True)
         rows: list[Article] = articles_in_window(
             session, window.start, window.end, include_sent=True, section=section
         )

@@ -77,6 +77,10 @@ def preview(app: AppContext, week: str | None, since: str | None, until: str | N
     MJML source (check it with the official MJML validator); eml the full MIME message.
     A summary (articles per section, size, clip margin, warnings) goes to stderr.
 
+    Without --week/--since/--until it shows what `digest send` would send now: a draft if
+    there is one, else the articles since the last issue; when nothing newer has come in,
+    the last sent issue, with a note saying so.
+
     \b
     Examples:
       digest preview --open                     # this week's issue in a browser
@@ -150,7 +154,9 @@ def check(app: AppContext, week: str | None, since: str | None, until: str | Non
     error unless --force is given; no DKIM at all is a warning. Text colours below WCAG AA
     contrast are an error. --fetch-images requests every photo once (a short timeout) and
     warns about those that do not load; nothing is fetched without it. Exits 1 on an
-    error, 0 with warnings only. `digest send` runs the same check as a gate.
+    error, 0 with warnings only. `digest send` runs the same check as a gate. Without
+    --week/--since/--until it checks the issue `digest preview` shows: a draft, the next
+    articles, or the last sent issue.
 
     \b
     Examples:
