@@ -218,6 +218,9 @@ def test_discard_frees_the_articles(
     runner: CliRunner, env: dict[str, str], db: Database, newsroom: dict[str, int]
 ) -> None:
     ok(runner, env, "draft", "--week", WEEK)
+    cancel = run(runner, env, "issues", "cancel", WEEK, "--yes")
+    assert cancel.exit_code == 1
+    assert f"delete a draft with digest issue discard {WEEK}" in cancel.output
     assert ok(runner, env, "issue", "discard", WEEK, "--yes") == (
         f"Discarded draft issue 1 ({WEEK}).\n")
     assert counts(db) == (0, 0)
@@ -388,6 +391,17 @@ def test_send_if_due_sends_the_edited_draft(
     refused = run(runner, env, "issue", "edit", WEEK, "--drop", str(newsroom["eu-3"]))
     assert refused.exit_code == 1 and "is sent: it can no longer be drafted or edited" in (
         refused.output)
+
+
+def test_a_stale_draft_is_not_sent_by_cron(
+    runner: CliRunner, env: dict[str, str], db: Database, newsroom: dict[str, int]
+) -> None:
+    """Missed by more than the grace window, the week is skipped and its draft kept."""
+    ok(runner, env, "draft", "--now", "2025-11-19T15:00:00")
+    output = ok(runner, env, "send", "--if-due", "--now", "2025-11-23T09:05:00")
+    assert "so that week is skipped" in output and "(its draft, issue 1, is kept)" in output
+    assert MemoryBackend.outbox == []
+    assert "draft, not sent yet" in ok(runner, env, "issue", "show", WEEK)
 
 
 def test_if_due_without_a_draft_builds_the_automatic_issue(

@@ -210,7 +210,9 @@ def cancel_issue(db: Database, ref: str) -> tuple[IssueRef, int]:
             session, issue.id, IssueStatus.CANCELLED,
             only_from=(IssueStatus.SENDING, IssueStatus.PAUSED),
         ):
+            hint = (f"; delete a draft with digest issue discard {issue.label}"
+                    if issue.status == IssueStatus.DRAFT else "")
             raise SendError(f"issue {issue.number} ({issue.label}) is {issue.status}; "
-                            "only a sending or paused issue can be cancelled")
+                            f"only a sending or paused issue can be cancelled{hint}")
         skipped = outbox.skip_unsent(session, issue.id, "issue cancelled")
     return issue._replace(status=IssueStatus.CANCELLED), skipped
