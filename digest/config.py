@@ -138,6 +138,10 @@ class Settings:
     send_retry_base: float = 600.0
     send_lease_seconds: float = 120.0
     send_rate: float = 0.0
+    # "local 08:00": each reader at 08:00 in their own time zone on the day.
+    deliver_at: str = ""
+    # "07:00-20:00": hours mail may go out (the reader's zone when deliver_at is local).
+    send_window: str = ""
 
     # Bounces and complaints (digest bounces)
     bounce_address: str = ""  # envelope MAIL FROM (Return-Path); "" means from_email
@@ -237,6 +241,10 @@ class Settings:
                     "address digest serve sees the proxy connect from (or \"*\" for any)"
                 ) from None
         self._validate_look()
+        from digest.local_time import SendWindow, parse_deliver_at
+
+        parse_deliver_at(self.deliver_at)
+        SendWindow.parse(self.send_window)
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("http", "https"):
             raise ConfigError(

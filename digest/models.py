@@ -146,6 +146,8 @@ class Subscriber(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(20), default=SubscriberStatus.PENDING, index=True)
     sections: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # IANA zone name for deliver_at = "local …"; "" means the publication's zone.
+    timezone: Mapped[str] = mapped_column(String(64), default="", server_default="")
     consent_at: Mapped[datetime | None] = mapped_column()
     consent_source: Mapped[str] = mapped_column(String(200), default="")
     confirmed_at: Mapped[datetime | None] = mapped_column()
@@ -213,8 +215,9 @@ class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
-        # The claim query walks this in id order (store.outbox._claimable_ids).
-        Index("ix_deliveries_claim", "issue_id", "status", "id"),
+        # The claim query walks this in due order (store.outbox._claimable_ids): rows due
+        # later in the day's waves sit after the range it reads.
+        Index("ix_deliveries_claim", "issue_id", "status", "next_attempt_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -10,6 +10,10 @@ scheduled moment, e.g. ``2025-W47`` for Friday 21 November 2025 09:00.
 the scheduled moment it catches up within ``schedule_grace_hours``; after that the period is
 *stale* and is not started (nor resumed) without ``--force``, so that a restored backup does
 not send last week's issue again.
+
+With ``deliver_at = "local 08:00"`` the issue is frozen when the issue's day reaches 08:00
+first on Earth (UTC+14) and schedule_time is not used: each reader's delivery is then due at
+08:00 in their own zone, the last 26 hours later (UTC-12), and staleness counts from there.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from zoneinfo import ZoneInfo
 from digest.config import WEEKDAYS, Settings
 from digest.errors import ConfigError
 from digest.issues import Window
+from digest.local_time import EARLIEST_ZONE, LATEST_ZONE, local_moment, parse_deliver_at
 
 _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 
@@ -56,6 +61,8 @@ class Schedule:
     at: time
     tz: ZoneInfo
     grace: timedelta
+    # How long after the scheduled moment deliveries may still fall due (the local waves).
+    spread: timedelta = timedelta(0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Schedule:
@@ -65,11 +72,19 @@ class Schedule:
             raise ConfigError(f"schedule_weekday {settings.schedule_weekday!r} is not a weekday")
         if settings.schedule_grace_hours < 0:
             raise ConfigError("schedule_grace_hours must not be negative")
+        grace = timedelta(hours=settings.schedule_grace_hours)
+        local = parse_deliver_at(settings.deliver_at)
+        if local is not None:
+            # The day's first wave is due at once: freeze when that day reaches the hour first.
+            day = date(2025, 1, 1)
+            spread = local_moment(day, local, LATEST_ZONE) - local_moment(day, local,
+                                                                          EARLIEST_ZONE)
+            return cls(WEEKDAYS.index(weekday), local, EARLIEST_ZONE, grace, spread)
         return cls(
             weekday=WEEKDAYS.index(weekday),
             at=parse_time(settings.schedule_time),
             tz=ZoneInfo(settings.schedule_timezone or settings.timezone),
-            grace=timedelta(hours=settings.schedule_grace_hours),
+            grace=grace,
         )
 
     def moment_on(self, day: date) -> datetime:
@@ -108,7 +123,8 @@ class Schedule:
     def period(self, now: datetime) -> Period:
         """The current period: the one whose scheduled moment most recently passed."""
         due = self.latest(now)
-        return Period(due_at=due, window=self.window(due), stale_at=due + self.grace)
+        return Period(due_at=due, window=self.window(due),
+                      stale_at=due + self.spread + self.grace)
 
 
 def crontab_line(workdir: str = "/srv/digest", command: str = "digest") -> str:

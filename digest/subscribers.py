@@ -22,6 +22,7 @@ from email_validator.syntax import validate_email_local_part
 from sqlalchemy.orm import Session
 
 from digest.errors import InputError, NotFoundError
+from digest.local_time import clean_zone
 from digest.models import Subscriber, SubscriberStatus, Suppression, utcnow
 from digest.store import bounces as bounce_store
 from digest.store import subscribers as store
@@ -198,15 +199,18 @@ def add(
     force: bool = False,
     source: str = "cli",
     now: datetime | None = None,
+    timezone: str | None = None,
 ) -> AddResult:
     """Add someone, or update the subscriber with the same address in any case.
 
     A suppressed (erased, bounced, complaining) or unsubscribed address is refused unless
-    ``force`` records that they gave their consent again.
+    ``force`` records that they gave their consent again. timezone is an IANA zone name
+    ("" clears it; None leaves it as it is).
     """
     now = now or utcnow()
     address = normalise(email)
     chosen = None if sections is None else resolve_sections(sections, known_sections)
+    zone_name = None if timezone is None else clean_zone(timezone)
     suppressed = store.suppression(session, address.hash)
     if suppressed is not None and not force:
         raise InputError(
@@ -236,6 +240,8 @@ def add(
         subscriber.name = clean_name(name)
     if chosen is not None:
         subscriber.sections = chosen
+    if zone_name is not None:
+        subscriber.timezone = zone_name
     if subscriber.status == Status.ACTIVE and (created or force or subscriber.consent_at is None):
         subscriber.consent_at = now
         subscriber.consent_source = source + (" (re-consent)" if force else "")
@@ -244,6 +250,31 @@ def add(
         subscriber.consent_source = source
     session.flush()
     return AddResult(subscriber=subscriber, created=created)
+
+
+def update(
+    session: Session,
+    email: str,
+    *,
+    name: str | None = None,
+    sections: Sequence[str] | None = None,
+    known_sections: Sequence[str] = (),
+    timezone: str | None = None,
+    now: datetime | None = None,
+) -> Subscriber:
+    """Change an existing subscriber's name, sections or time zone; never their status."""
+    chosen = None if sections is None else resolve_sections(sections, known_sections)
+    zone_name = None if timezone is None else clean_zone(timezone)
+    subscriber = get(session, email)
+    if name is not None:
+        subscriber.name = clean_name(name)
+    if chosen is not None:
+        subscriber.sections = chosen
+    if zone_name is not None:
+        subscriber.timezone = zone_name
+    subscriber.updated_at = now or utcnow()
+    session.flush()
+    return subscriber
 
 
 def remove(session: Session, email: str) -> Subscriber:

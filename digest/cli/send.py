@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import click
 from digest.cli import AppContext, pass_app
 from digest.cli.render import read_intro, window_options
 from digest.errors import InputError, LockedError
+from digest.models import utcnow
 
 #: Exit status when the send finished but some deliveries failed for good.
 EXIT_SOME_FAILED = 3
@@ -27,6 +29,11 @@ def _parse_now(text: str | None) -> datetime | None:
     except ValueError:
         raise InputError(f"--now {text!r} is not an ISO date-time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _frozen(moment: datetime) -> Callable[[], datetime]:
+    """A clock that always says moment (the hidden --now option)."""
+    return lambda: moment
 
 
 class _ProgressLine:
@@ -201,9 +208,14 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
 
     progress = _ProgressLine() if (not quiet and sys.stderr.isatty()) else None
     try:
+        clock, retry_wait = utcnow, sending.DEFAULT_RETRY_WAIT
+        if now is not None:
+            # A pretended time stands still: never wait for a retry that it will not reach.
+            clock, retry_wait = _frozen(now), 0.0
         summary = sending.send_issue(
             app.db, settings, window, options=options, force=force, rate=limit,
             worker_id=worker_id, on_progress=progress, on_check=show_check, workers=workers,
+            clock=clock, retry_wait=retry_wait,
         )
     except LockedError as exc:
         if if_due:

@@ -36,25 +36,52 @@ def subscribers_group() -> None:
               help="Add as pending (not yet confirmed) instead of active.")
 @click.option("--force", is_flag=True,
               help="Re-add an unsubscribed or suppressed address: they gave consent again.")
+@click.option("--timezone", "zone_name", metavar="ZONE", default=None,
+              help="The reader's IANA time zone, e.g. Europe/London (for deliver_at local).")
 @pass_app
 def add_cmd(
     app: AppContext, email: str, name: str | None, sections: tuple[str, ...], pending: bool,
-    force: bool,
+    force: bool, zone_name: str | None,
 ) -> None:
     """Add a subscriber, or update the one with the same address in any case.
 
     \b
-    Example:
+    Examples:
       digest subscribers add Reader@Example.org --name "Ada Reader" --section Science
+      digest subscribers add kiri@example.org --timezone Pacific/Auckland
     """
     with app.db.write() as session:
         result = subscribers.add(
             session, email, name=name, sections=sections or None,
             known_sections=app.settings.sections, pending=pending, force=force,
+            timezone=zone_name,
         )
         s = result.subscriber
         verb = "Added" if result.created else "Updated"
         click.echo(f"{verb} {s.email} ({s.status}).")
+
+
+@subscribers_group.command("update")
+@click.argument("email")
+@click.option("--name", default=None, help="The subscriber's new name.")
+@click.option("--section", "sections", multiple=True, metavar="S",
+              help="Replace the chosen sections (repeatable).")
+@click.option("--timezone", "zone_name", metavar="ZONE", default=None,
+              help="The reader's IANA time zone; \"\" clears it (the publication's zone).")
+@pass_app
+def update_cmd(app: AppContext, email: str, name: str | None, sections: tuple[str, ...],
+               zone_name: str | None) -> None:
+    """Change a subscriber's name, sections or time zone, never their status.
+
+    \b
+    Examples:
+      digest subscribers update ada@example.org --timezone America/Los_Angeles
+      digest subscribers update ada@example.org --timezone ""
+    """
+    with app.db.write() as session:
+        s = subscribers.update(session, email, name=name, sections=sections or None,
+                               known_sections=app.settings.sections, timezone=zone_name)
+        click.echo(f"Updated {s.email}" + (f" (time zone {s.timezone})." if s.timezone else "."))
 
 
 @subscribers_group.command("list")

@@ -31,6 +31,7 @@ from digest.issues import (
 from digest.models import Issue, IssueStatus, utcnow
 from digest.render import Renderer
 from digest.sending.results import SendSummary
+from digest.sending.waves import Timing
 from digest.store import issues as issue_store
 from digest.store import outbox
 
@@ -104,7 +105,12 @@ def create_issue(
                 if existing is not None:
                     return ref_of(existing), False
                 issue = freeze_issue(session, content)
-                outbox.create_deliveries(session, issue.id, domain=domain, now=now or utcnow())
+                moment = now or utcnow()
+                due = Timing.from_settings(settings).due_times(
+                    window.end, outbox.subscriber_zones(session), moment
+                )
+                outbox.create_deliveries(session, issue.id, domain=domain, now=due.default,
+                                         due_by_zone=due.by_zone)
                 return ref_of(issue), True
         except IntegrityError:
             # Lost a race with another `digest send`: read what it created.

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from digest import subscribers
@@ -33,6 +33,7 @@ from digest.render import Renderer
 from digest.sending.control import IssueRef
 from digest.sending.policy import retry_delay
 from digest.sending.results import Progress, SendSummary
+from digest.sending.waves import Timing
 from digest.sending.workers import describe_owner, owner_is_dead, worker_name
 from digest.store import outbox
 from digest.tokens import preferences_url, unsubscribe_url
@@ -71,6 +72,7 @@ class Sender:
         lock_wait: float = DEFAULT_LOCK_WAIT,
         renderer: Renderer | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -82,6 +84,10 @@ class Sender:
         self.renderer = renderer or Renderer(settings)
         self.signer = DkimSigner.from_settings(settings)
         self._sleep = sleep
+        # Every "now" the loop stores or compares comes from here, so tests can pass a fake
+        # clock (the local-time waves span 26 hours) instead of waiting.
+        self._clock = clock
+        self.timing = Timing.from_settings(settings)
         rate = rate if rate is not None else (settings.send_rate or None)
         self.limiter = RateLimiter(db, rate, max_chunk=settings.send_inflight) if rate else None
         # Two batches are in flight at a time (one on the wire, the next one claimed), so
@@ -169,7 +175,7 @@ class Sender:
                     if status != IssueStatus.SENDING:
                         stopped = str(status)
                         break
-                    wait = (due - utcnow()).total_seconds() if due is not None else None
+                    wait = (due - self._clock()).total_seconds() if due is not None else None
                     if wait is None or wait > self.retry_wait or idle >= _MAX_IDLE_ROUNDS:
                         break
                     idle += 1
@@ -221,7 +227,7 @@ class Sender:
         """SQLite: become the issue's only sender, waiting up to lock_wait for another."""
         deadline = time.monotonic() + self.lock_wait
         while True:
-            now = utcnow()
+            now = self._clock()
             until = outbox.lease_for(self.settings.send_lease_seconds, now)
             with self.db.write() as session:
                 if outbox.take_issue_lease(session, issue.id, self.owner, now=now, until=until):
@@ -246,7 +252,7 @@ class Sender:
         if dead:
             with self.db.write() as session:
                 for owner in dead:
-                    outbox.release_owner(session, issue.id, owner, now=utcnow())
+                    outbox.release_owner(session, issue.id, owner, now=self._clock())
 
     def _claim_and_build(self, issue: IssueRef, content: IssueContent,
                          holds_lease: bool) -> _Batch | str | None:
@@ -255,26 +261,44 @@ class Sender:
         Returns the batch, None when nothing is claimable now, or the issue's status when
         it is no longer sending (paused or cancelled from another terminal).
         """
-        now = utcnow()
-        with self.db.write() as session:
-            status, _, _ = outbox.issue_status(session, issue.id)
-            if status != IssueStatus.SENDING:
-                return str(status)
-            if holds_lease and not outbox.take_issue_lease(
-                session, issue.id, self.owner, now=now,
-                until=outbox.lease_for(self.settings.send_lease_seconds, now),
-            ):
-                raise LockedError(
-                    f"lost the send lease of issue {issue.number} to another digest "
-                    "send (this one stalled longer than send_lease_seconds); exiting"
+        now = self._clock()
+        while True:
+            with self.db.write() as session:
+                status, _, _ = outbox.issue_status(session, issue.id)
+                if status != IssueStatus.SENDING:
+                    return str(status)
+                if holds_lease and not outbox.take_issue_lease(
+                    session, issue.id, self.owner, now=now,
+                    until=outbox.lease_for(self.settings.send_lease_seconds, now),
+                ):
+                    raise LockedError(
+                        f"lost the send lease of issue {issue.number} to another digest "
+                        "send (this one stalled longer than send_lease_seconds); exiting"
+                    )
+                rows = outbox.claim_batch(
+                    session, issue.id, self.owner, limit=self.batch_size, now=now,
+                    lease_until=outbox.lease_for(self.settings.send_lease_seconds, now),
                 )
-            rows = outbox.claim_batch(
-                session, issue.id, self.owner, limit=self.batch_size, now=now,
-                lease_until=outbox.lease_for(self.settings.send_lease_seconds, now),
-            )
+                held = self._closed(rows, now)
+                if held:
+                    outbox.hold_deliveries(session, self.owner, held)
+                    shut = {row_id for row_id, _ in held}
+                    rows = [row for row in rows if row.id not in shut]
+            # A batch of only held rows moved them all past now, so this loop ends within
+            # as many rounds as there are rows; other rows may still be due now.
+            if rows or not held:
+                break
         if not rows:
             return None
         return self._build(issue, content, rows)
+
+    def _closed(self, rows: list[outbox.ClaimedDelivery],
+                now: datetime) -> list[tuple[int, datetime]]:
+        """(row, when its window opens) for claimed rows whose reader's send window is shut."""
+        if self.timing.window is None:
+            return []
+        opens = ((row.id, self.timing.open_at(now, row.timezone)) for row in rows)
+        return [(row_id, when) for row_id, when in opens if when > now]
 
     def _build(self, issue: IssueRef, content: IssueContent,
                rows: list[outbox.ClaimedDelivery]) -> _Batch:
@@ -325,7 +349,7 @@ class Sender:
         report: Callable[[], None],
     ) -> None:
         """Commit a sent batch's results in one transaction; rows not handed over are freed."""
-        now = utcnow()
+        now = self._clock()
         claimed, results, skipped = batch.claimed, list(batch.results), batch.skipped
         uncertain = [claimed[m.message_id].id for m in batch.messages[len(sent):]]
         tally.failed += batch.failed
@@ -340,7 +364,10 @@ class Sender:
                 result.outcome is Outcome.DEFERRED
                 and row.attempts < self.settings.send_max_attempts
             ):
-                when = now + timedelta(seconds=retry_delay(self.settings, row.attempts))
+                when = self.timing.open_at(
+                    now + timedelta(seconds=retry_delay(self.settings, row.attempts)),
+                    row.timezone,
+                )
                 results.append(
                     outbox.ResultRow(row.id, DeliveryStatus.PENDING, result.code, reply, when)
                 )
@@ -392,7 +419,7 @@ class Sender:
 
     def _summary(self, issue: IssueRef, tally: _Tally, stopped: str | None,
                  started: float) -> SendSummary:
-        now = utcnow()
+        now = self._clock()
         with self.db.write() as session:
             outbox.finish_issue(session, issue.id, now=now)
         with self.db.read() as session:

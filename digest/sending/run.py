@@ -24,7 +24,7 @@ from digest.issues import (
 )
 from digest.mail.base import BaseBackend, SendResult
 from digest.message import DkimSigner, MessageTemplate, make_message_id
-from digest.models import IssueStatus, SubscriberStatus
+from digest.models import IssueStatus, SubscriberStatus, utcnow
 from digest.personalise import Recipient
 from digest.preview import archive_url, sample_reader
 from digest.render import Renderer
@@ -158,6 +158,7 @@ def send_issue(
     retry_wait: float = DEFAULT_RETRY_WAIT,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     workers: int = 1,
+    clock: Callable[[], datetime] = utcnow,
 ) -> SendSummary:
     """Create (or resume) the issue for window and deliver it; the library face of digest send.
 
@@ -165,6 +166,8 @@ def send_issue(
     backend is opened before anything is written, so a wrong host or password fails with
     BackendConfigError and no row. Give window, or content (its window is used). With
     ``workers`` > 1 (PostgreSQL only) that many sender processes deliver it side by side.
+    clock is the time every due, lease and retry moment is measured against (worker
+    processes read the real clock).
     """
     check_workers(db, workers)
     if window is None:
@@ -192,7 +195,7 @@ def send_issue(
         backend = get_backend(settings)
     sender = Sender(db, settings, backend, rate=rate, worker_id=worker_id,
                     on_progress=on_progress, retry_wait=retry_wait, lock_wait=lock_wait,
-                    renderer=renderer)
+                    renderer=renderer, clock=clock)
     # Building the main template first turns a bad from_email, list_id or DKIM key into an
     # error before any connection is opened or any row is written.
     sender.template(prepared.content, ())
@@ -201,7 +204,7 @@ def send_issue(
         created = False
         issue = prepared.existing
         if issue is None:
-            issue, created = create_issue(db, settings, window, prepared.content)
+            issue, created = create_issue(db, settings, window, prepared.content, now=clock())
         if workers > 1:
             # The workers open their own connections; this one only proved the settings.
             backend.close()

@@ -9,7 +9,7 @@ message is handed to a backend, so a crash can only ever repeat the rows that we
 from __future__ import annotations
 
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     cast,
     func,
     literal,
@@ -60,6 +61,7 @@ class ClaimedDelivery(NamedTuple):
     email_key: str
     name: str
     sections: list[str]
+    timezone: str = ""  # the reader's IANA zone, "" for the publication's
 
 
 class ResultRow(NamedTuple):
@@ -112,20 +114,37 @@ def _random_hex(session: Session) -> ColumnElement[str]:
 # ------------------------------------------------------------------------------ creation
 
 
-def create_deliveries(session: Session, issue_id: int, *, domain: str, now: datetime) -> int:
+def subscriber_zones(session: Session) -> list[str]:
+    """The distinct time zones active subscribers have set (a few hundred at most)."""
+    return list(session.scalars(
+        select(Subscriber.timezone).distinct()
+        .where(Subscriber.status == SubscriberStatus.ACTIVE, Subscriber.timezone != "")
+    ))
+
+
+def create_deliveries(session: Session, issue_id: int, *, domain: str, now: datetime,
+                      due_by_zone: Mapping[str, datetime] | None = None) -> int:
     """One pending delivery per active subscriber, by INSERT … SELECT; returns the row count.
 
     The list is never loaded into Python. Each row gets its Message-ID here, once: 32 random
-    hex digits from the database, so every retry of the row reuses it.
+    hex digits from the database, so every retry of the row reuses it. A row is not claimed
+    before its ``next_attempt_at``: ``now``, or the due moment of the subscriber's time zone
+    in due_by_zone (deliver_at = "local 08:00"), chosen by a CASE in the same statement.
     """
     message_id = _random_hex(session) + literal("@" + domain, String)
+    due: ColumnElement[datetime] = literal(now, UTCDateTime())
+    if due_by_zone:
+        due = case(
+            {name: literal(moment, UTCDateTime()) for name, moment in due_by_zone.items()},
+            value=Subscriber.timezone, else_=due,
+        )
     rows = select(
         literal(issue_id, Integer),
         Subscriber.id,
         Subscriber.email,
         literal(DeliveryStatus.PENDING.value, String),
         literal(0, Integer),
-        literal(now, UTCDateTime()),
+        due,
         message_id,
         literal("", Text),
     ).where(Subscriber.status == SubscriberStatus.ACTIVE)
@@ -146,8 +165,10 @@ def _claimable_ids(
     """Up to limit claimable row ids: in-flight rows whose lease ran out, then due pending rows.
 
     Two queries rather than one with OR: each walks ``ix_deliveries_claim`` (issue, status,
-    id) in id order and stops after limit rows, so a claim costs the same at 80,000 rows as
-    at 5,000. With the OR, SQLite read and sorted the issue's whole outbox on every claim.
+    next attempt, id) in that order and stops after limit rows, so a claim costs the same at
+    80,000 rows as at 5,000. With the OR, SQLite read and sorted the issue's whole outbox on
+    every claim. Pending rows are read in due order, so the rows of later local-time waves
+    (deliver_at) lie past the end of the range and are never read before they fall due.
     """
     ids: list[int] = []
     for status, ready in (
@@ -159,7 +180,7 @@ def _claimable_ids(
         pick = (
             select(Delivery.id)
             .where(Delivery.issue_id == issue_id, Delivery.status == status, ready)
-            .order_by(Delivery.id)
+            .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit - len(ids))
             .with_for_update(skip_locked=True)
         )
@@ -201,7 +222,7 @@ def claim_batch(
         for row in session.execute(
             select(
                 Subscriber.id, Subscriber.status, Subscriber.email_key, Subscriber.name,
-                Subscriber.sections,
+                Subscriber.sections, Subscriber.timezone,
             ).where(Subscriber.id.in_([c.subscriber_id for c in claimed if c.subscriber_id]))
         )
     }
@@ -219,6 +240,7 @@ def claim_batch(
                 email_key=person.email_key if person else row.email.lower(),
                 name=person.name if person else "",
                 sections=list(person.sections or ()) if person else [],
+                timezone=person.timezone if person else "",
             )
         )
     return out
@@ -274,6 +296,32 @@ def record_results(session: Session, owner: str, results: Sequence[ResultRow], *
             ),
             other,
         )
+
+
+def hold_deliveries(session: Session, owner: str, held: Sequence[tuple[int, datetime]]) -> None:
+    """Give claimed rows back unsent until a later moment (their send window is closed).
+
+    The claim counted an attempt; nothing was attempted, so it is taken back.
+    """
+    if not held:
+        return
+    table = _deliveries
+    session.execute(
+        table.update()
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.claimed_by == owner,
+            table.c.status == DeliveryStatus.INFLIGHT.value,
+        )
+        .values(
+            status=DeliveryStatus.PENDING.value,
+            attempts=table.c.attempts - 1,
+            next_attempt_at=bindparam("b_next", type_=UTCDateTime()),
+            claimed_by=None,
+            lease_expires_at=None,
+        ),
+        [{"b_id": row_id, "b_next": when} for row_id, when in held],
+    )
 
 
 def skip_deliveries(session: Session, owner: str, ids: Sequence[int], reason: str) -> None:
@@ -598,6 +646,7 @@ __all__ = [
     "create_deliveries",
     "expire_claims",
     "finish_issue",
+    "hold_deliveries",
     "issue_status",
     "last_errors",
     "lease_for",
@@ -612,6 +661,7 @@ __all__ = [
     "set_issue_status",
     "skip_deliveries",
     "skip_unsent",
+    "subscriber_zones",
     "take_issue_lease",
     "take_tokens",
     "unclaim",

@@ -86,6 +86,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('sections', sa.JSON(), nullable=False),
+    sa.Column('timezone', sa.String(length=64), server_default='', nullable=False),
     sa.Column('consent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('consent_source', sa.String(length=200), nullable=False),
     sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
@@ -134,7 +135,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_id', name=op.f('uq_deliveries_message_id'))
     )
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
-        batch_op.create_index('ix_deliveries_claim', ['issue_id', 'status', 'id'], unique=False)
+        batch_op.create_index('ix_deliveries_claim', ['issue_id', 'status', 'next_attempt_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_deliveries_subscriber_id'), ['subscriber_id'], unique=False)
 
     op.create_table('issue_articles',
