@@ -38,7 +38,7 @@ class Record:
 
 def _envelope_domain(settings: Settings) -> str:
     """The domain SPF is checked against: the envelope sender's (MAIL FROM)."""
-    bounce = str(getattr(settings, "bounce_address", "") or "").strip()
+    bounce = settings.bounce_address.strip()
     return domain_of(bounce or settings.from_email)
 
 
