@@ -236,12 +236,7 @@ def add(
     elif subscriber.status != Status.ACTIVE:
         subscriber.status = status
     subscriber.email = address.email
-    if name is not None:
-        subscriber.name = clean_name(name)
-    if chosen is not None:
-        subscriber.sections = chosen
-    if zone_name is not None:
-        subscriber.timezone = zone_name
+    _set_profile(subscriber, name, chosen, zone_name)
     if subscriber.status == Status.ACTIVE and (created or force or subscriber.consent_at is None):
         subscriber.consent_at = now
         subscriber.consent_source = source + (" (re-consent)" if force else "")
@@ -266,15 +261,21 @@ def update(
     chosen = None if sections is None else resolve_sections(sections, known_sections)
     zone_name = None if timezone is None else clean_zone(timezone)
     subscriber = get(session, email)
-    if name is not None:
-        subscriber.name = clean_name(name)
-    if chosen is not None:
-        subscriber.sections = chosen
-    if zone_name is not None:
-        subscriber.timezone = zone_name
+    _set_profile(subscriber, name, chosen, zone_name)
     subscriber.updated_at = now or utcnow()
     session.flush()
     return subscriber
+
+
+def _set_profile(subscriber: Subscriber, name: str | None, sections: list[str] | None,
+                 zone_name: str | None) -> None:
+    """Set what was given (None leaves a field as it is); the values are already checked."""
+    if name is not None:
+        subscriber.name = clean_name(name)
+    if sections is not None:
+        subscriber.sections = sections
+    if zone_name is not None:
+        subscriber.timezone = zone_name
 
 
 def remove(session: Session, email: str) -> Subscriber:

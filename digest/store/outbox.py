@@ -246,6 +246,15 @@ def claim_batch(
     return out
 
 
+def _still_held(table: Table, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The row bound as b_id, only while owner still holds it in flight."""
+    return (
+        table.c.id == bindparam("b_id"),
+        table.c.claimed_by == owner,
+        table.c.status == DeliveryStatus.INFLIGHT.value,
+    )
+
+
 def record_results(session: Session, owner: str, results: Sequence[ResultRow], *,
                    now: datetime) -> None:
     """Store the outcome of claimed rows, in two executemany statements.
@@ -281,11 +290,7 @@ def record_results(session: Session, owner: str, results: Sequence[ResultRow], *
     if other:
         session.execute(
             table.update()
-            .where(
-                table.c.id == bindparam("b_id"),
-                table.c.claimed_by == owner,
-                table.c.status == DeliveryStatus.INFLIGHT.value,
-            )
+            .where(*_still_held(table, owner))
             .values(
                 status=bindparam("b_status", type_=String),
                 last_code=bindparam("b_code", type_=Integer),
@@ -308,11 +313,7 @@ def hold_deliveries(session: Session, owner: str, held: Sequence[tuple[int, date
     table = _deliveries
     session.execute(
         table.update()
-        .where(
-            table.c.id == bindparam("b_id"),
-            table.c.claimed_by == owner,
-            table.c.status == DeliveryStatus.INFLIGHT.value,
-        )
+        .where(*_still_held(table, owner))
         .values(
             status=DeliveryStatus.PENDING.value,
             attempts=table.c.attempts - 1,
