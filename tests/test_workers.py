@@ -213,22 +213,24 @@ def test_a_killed_worker_has_its_batch_taken_over(
 def test_rate_limit_holds_for_the_issue_across_two_workers(
     pg_db: Database, settings: Settings, sink: Sink, digest_process: Spawn
 ) -> None:
-    """--rate 100/s with two workers: the server sees 100 messages/s in all, within 5 %.
+    """--rate 40/s with two workers: the server sees 40 messages/s in all, within 5 %.
 
-    Measured over 1,500 messages (15 s) from the 50th arrival on, so one early chunk or a
-    worker starting late moves the figure by well under 1 %.
+    Measured over 800 messages (20 s) from the 20th arrival on, so one early chunk or a
+    worker starting late moves the figure by well under 1 %. The rate is far below what two
+    workers reach on a loaded 2-core machine (~80/s with 8 test suites running), so the
+    test measures the limiter, not the machine.
     """
     window = send_window(settings)
     seed_articles(pg_db, window, 2)
-    seed_subscribers(pg_db, 1500)
-    proc = digest_process([*SEND, "--workers", "2", "--rate", "100/s"], sink_env(settings, sink))
+    seed_subscribers(pg_db, 800)
+    proc = digest_process([*SEND, "--workers", "2", "--rate", "40/s"], sink_env(settings, sink))
     code, output = finish(proc)
     assert code == 0, output
     arrivals = sorted(a.at for a in sink.arrivals)
-    assert len(arrivals) == 1500
-    first, last = arrivals[49], arrivals[-1]
-    rate = (len(arrivals) - 50) / (last - first)
-    assert 95 <= rate <= 105, f"{rate:.1f} messages/s"
+    assert len(arrivals) == 800
+    first, last = arrivals[19], arrivals[-1]
+    rate = (len(arrivals) - 20) / (last - first)
+    assert 38 <= rate <= 42, f"{rate:.1f} messages/s"
 
 
 def test_workers_on_sqlite_is_a_usage_error_naming_postgresql(
