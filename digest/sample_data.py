@@ -165,6 +165,82 @@ _STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
     ),
 )
 
+#: Stories told without a photo, so the demo shows the text-only card too.
+_NO_PHOTO = frozenset({"sovereign-bond-pesos", "arms-fair-badges"})
+
+_MORE_STORIES: tuple[tuple[str, str, str, str, str, str, str, str], ...] = (
+    (
+        "Latin America", "sovereign-bond-pesos",
+        "A sovereign bond priced in pesos finds foreign buyers",
+        "For the first time in a decade, investors abroad took the currency risk themselves.",
+        "The treasury sold a ten-year bond in local currency and half of it went to funds "
+        "overseas. Traders credit a steadier central bank; sceptics point to the coupon.",
+        "Martín Echeverry", "", "",
+    ),
+    (
+        "Latin America", "andes-rail-freight",
+        "Freight trains return to a high Andean line",
+        "A railway closed by landslides reopens for copper, not for passengers.",
+        "Mining companies paid for the repairs and booked most of the slots. Towns along the "
+        "line asked for a weekly passenger service and got a feasibility study.",
+        "Paola Urrutia", "A freight train crossing a viaduct between brown mountains",
+        "Cordillera Press / Iván Salas",
+    ),
+    (
+        "Asia-Pacific", "cyclone-shelter-schools",
+        "Schools that double as cyclone shelters get a second storey",
+        "A coastal province is raising classrooms above the last storm's water line.",
+        "Engineers redesigned a standard school so the upper floor holds a village for three "
+        "days. Teachers asked for storage that survives a flood; they got it.",
+        "Nguyen Thi Lan", "Children on the balcony of a raised concrete school",
+        "Delta Frame / Tran Van Minh",
+    ),
+    (
+        "Asia-Pacific", "tuna-quota-auction",
+        "The first auction of tuna fishing days",
+        "Small island states sold access by the day, and the bids surprised them.",
+        "Fishing fleets bid for days in national waters instead of paying a flat licence. "
+        "Officials say the auction raised more; boat owners say it rewards the biggest ships.",
+        "Sione Vake", "Tuna laid out in rows on a wet market floor",
+        "Pacific Lens / Mele Tupou",
+    ),
+    (
+        "Middle East", "solar-souk-rooftops",
+        "Rooftop solar climbs the old market's roofs",
+        "Shopkeepers pooled their roofs, and now sell power to the mosque next door.",
+        "A cooperative of traders installed panels across a covered market and shares the "
+        "income by floor area. The city is deciding whether heritage rules allow it.",
+        "Karim Mansour", "Solar panels on flat roofs above a narrow market street",
+        "Old City Images / Leila Darwish",
+    ),
+    (
+        "Middle East", "desalination-brine-study",
+        "Where the brine goes: a desalination plant's other output",
+        "Marine biologists mapped the salty plume, and the fishermen already knew it.",
+        "A survey of the outfall found lower oxygen over a wider area than the permit assumed. "
+        "The operator plans diffusers; the fishing cooperative wants a say in where.",
+        "Huda Al-Sabah", "A pipeline running from a plant into shallow green water",
+        "Gulf Survey Photo / Tariq Nasser",
+    ),
+    (
+        "Military Industrial Complex", "arms-fair-badges",
+        "At the arms fair, the badge tells you who is buying",
+        "Delegations, brokers and students wear different colours; reporters watch the greens.",
+        "A week at the biennial exhibition shows how deals begin: with a lanyard, a coffee "
+        "and a brochure that says nothing about price.",
+        "Rachel Dunmore", "", "",
+    ),
+    (
+        "Military Industrial Complex", "shipyard-apprentices",
+        "A shipyard's apprentices outnumber its welders",
+        "The yard won a frigate order and is training the people to build it.",
+        "Half of the workforce will be in training next year. Supervisors say the hard part "
+        "is not welding but inspecting welds, and that takes a decade to learn.",
+        "Callum Reid", "Apprentices in orange overalls beside a ship's hull section",
+        "Dockside Media / Fiona Grant",
+    ),
+)
+
 # (email, name, sections); no sections means every section.
 _SUBSCRIBERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("ada.reader@example.com", "Ada Reader", ()),
@@ -175,14 +251,17 @@ _SUBSCRIBERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
-def sample_articles(now: datetime) -> list[dict[str, str]]:
-    """About 16 invented articles dated over the five days before now, newest first."""
+def sample_articles(now: datetime) -> list[dict[str, Any]]:
+    """24 invented articles (a full issue) dated over the five days before now, newest first."""
     now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
     articles = []
-    for index, (section, slug, title, dek, summary, author, alt, credit) in enumerate(_STORIES):
+    stories = _STORIES + _MORE_STORIES
+    for index, (section, slug, title, dek, summary, author, alt, credit) in enumerate(stories):
         # 3 hours to about 4.5 days back, a few hours apart, so sections interleave.
-        published = (now - timedelta(hours=3 + index * 7)).replace(second=0, microsecond=0)
+        minutes = 180 + index * 270
+        published = (now - timedelta(minutes=minutes)).replace(second=0, microsecond=0)
         section_slug = section.lower().replace(" ", "-")
+        photo = slug not in _NO_PHOTO
         articles.append({
             "guid": f"demo:{slug}",
             "url": f"{SITE}/{section_slug}/{slug}",
@@ -196,7 +275,9 @@ def sample_articles(now: datetime) -> list[dict[str, str]]:
             ),
             "author": author,
             "section": section,
-            "image_url": f"{IMAGES}/{slug}.jpg",
+            "image_url": f"{IMAGES}/{slug}.jpg" if photo else "",
+            "image_width": 1200 if photo else 0,
+            "image_height": 675 if photo else 0,
             "image_alt": alt,
             "image_credit": credit,
             "published_at": published.isoformat(),

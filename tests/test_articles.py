@@ -620,7 +620,7 @@ def test_sample_articles_are_this_weeks_and_import_cleanly(db: Database) -> None
     """The demo articles cover five sections over the last five days and import as they are."""
     now = datetime.now(UTC)
     records = sample_articles(now)
-    assert len(records) == 16
+    assert len(records) == 24  # a full issue at the default total_cap
     assert {r["section"] for r in records} == {
         "Europe", "Latin America", "Asia-Pacific", "Middle East", "Military Industrial Complex",
     }
@@ -628,13 +628,16 @@ def test_sample_articles_are_this_weeks_and_import_cleanly(db: Database) -> None
         published = datetime.fromisoformat(record["published_at"])
         assert now - timedelta(days=5) <= published <= now
         assert record["url"].startswith("https://news.example.org/")
-        assert record["image_url"].startswith("https://images.example.org/")
         assert record["title"] and record["dek"] and record["author"]
-        assert record["image_alt"] and record["image_credit"]
+        if record["image_url"]:
+            assert record["image_url"].startswith("https://images.example.org/")
+            assert record["image_alt"] and record["image_credit"]
+            assert (record["image_width"], record["image_height"]) == (1200, 675)
+    assert sum(not r["image_url"] for r in records) == 2  # the text-only card, twice
     result = import_records(db, records, name="demo")
-    assert (result.added, sum(result.skipped.values())) == (16, 0)
+    assert (result.added, sum(result.skipped.values())) == (24, 0)
     again = import_records(db, sample_articles(now), name="demo")
-    assert (again.added, again.unchanged) == (0, 16)
+    assert (again.added, again.unchanged) == (0, 24)
 
 
 def test_sample_subscribers() -> None:

@@ -28,6 +28,7 @@ from digest.render import (
     wrap_text,
 )
 from tests.conftest import make_article, make_issue_content
+from tests.demo_issue import DEMO_RECIPIENT, demo_content, demo_settings
 
 VOID = {"img", "meta", "br", "hr", "link", "input", "col", "area", "base", "source", "wbr"}
 #: Classes the templates put on the parts a reader sees; the outline records their text.
@@ -905,3 +906,19 @@ def test_article_dates_and_photo_sizes_from_the_feed(render_settings: Settings) 
     assert outline.of("dg-author") == [
         f"By {square.author} · 21 Nov 2025", f"By {tall.author} · 21 Nov 2025"
     ]
+
+
+def test_the_demo_issue_at_the_default_layout_stays_far_below_gmails_clip(
+    tmp_path: Path,
+) -> None:
+    """24 articles in the cards layout: at most 75 KB of HTML, with nothing trimmed."""
+    settings = demo_settings()
+    assert settings.layout == "cards"
+    content = demo_content(tmp_path, settings)
+    assert content.article_count == 24
+    compiled = Renderer(settings).compile(content)
+    body = personalise(compiled, DEMO_RECIPIENT)[0]
+    assert len(body.encode()) <= 75_000
+    assert compiled.report.html_bytes <= 75_000  # even with the longest recipient values
+    assert not compiled.report.trimmed
+    assert len(compiled.article_ids) == 24
