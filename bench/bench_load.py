@@ -4,7 +4,7 @@ both processes on one SQLite file.
 Seeds a SQLite file with a week of articles and N active subscribers (the bulk import path
 of `digest subscribers import`), starts `python -m digest serve` (waitress) and several
 client threads posting new addresses to /subscribe over keep-alive connections (half JSON,
-half form posts), then starts `python -m digest send --week W --quiet --force` with the
+half form posts), then starts `python -m digest send --week W --quiet --ignore-check` with the
 console backend writing to /dev/null. The clients stop when the send exits (or at the
 post or time bound); the server is stopped with SIGTERM so queued confirmation emails are
 written (file backend) before the database is read back.

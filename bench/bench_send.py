@@ -183,7 +183,7 @@ def main() -> None:
         MemoryBackend.clear()
 
         def memory() -> None:
-            summary = send_issue(db, settings, window, backend=MemoryBackend(), force=True)
+            summary = send_issue(db, settings, window, backend=MemoryBackend(), ignore_check=True)
             assert summary.counts.sent == n, summary
             MemoryBackend.clear()
 
@@ -198,7 +198,7 @@ def main() -> None:
                                           smtp_connections=args.connections)
 
                 def smtp() -> None:
-                    summary = send_issue(db, config, window, force=True)
+                    summary = send_issue(db, config, window, ignore_check=True)
                     assert summary.counts.sent == n, summary
 
                 rows.append(timed("smtp", n, "messages", smtp))

@@ -2,7 +2,7 @@
 
 For each N (active subscribers) a fresh SQLite file in a temporary folder gets 6 articles
 in one ISO week and N subscribers (bulk inserts, as in bench_send.py), then
-`python -m digest send --week W --quiet --force` runs as a child process with the console
+`python -m digest send --week W --quiet --ignore-check` runs as a child process with the console
 backend writing to /dev/null (the memory backend keeps every message, so it would grow by
 design). The child's peak resident set size comes from os.wait4 (ru_maxrss); every
 delivery must be `sent` afterwards, so each figure is for a complete send.

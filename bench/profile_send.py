@@ -1,7 +1,7 @@
 """Profile `digest send` to smtp-sink with py-spy and print its top cost centres.
 
 Seeds a SQLite file with N subscribers and a week of articles, then runs the real CLI
-(`digest send --week … --force --quiet`) under `py-spy record` into Postfix's smtp-sink on
+(`digest send --week … --ignore-check --quiet`) under `py-spy record` into Postfix's smtp-sink on
 loopback, and summarises the samples: inclusive share of each function (where the time goes,
 callees included) and self share by source line (what runs on the CPU).
 
@@ -112,7 +112,7 @@ def main() -> None:
         with smtp_sink() as port:
             env = send_env(url, port, folder, dkim=args.dkim)
             digest = [str(Path(sys.executable).parent / "digest"), "send", "--week", WEEK,
-                      "--force", "--quiet"]
+                      "--ignore-check", "--quiet"]
             command = digest if args.no_profile else [
                 # --gil: only samples holding the GIL, i.e. CPU work, not threads waiting.
                 py_spy, "record", "--gil", "--format", "raw", "--rate", str(args.rate),

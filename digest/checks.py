@@ -32,7 +32,7 @@ _URL_ATTRS = frozenset({"href", "src", "action", "formaction", "background", "po
 
 
 #: The flag that lets an editor send despite overridable errors and warnings.
-OVERRIDE_FLAG = "--force"
+OVERRIDE_FLAG = "--ignore-check"
 
 
 @dataclass
@@ -40,7 +40,7 @@ class CheckReport:
     """Sentences for humans: errors block sending, warnings are worth a look, notes inform.
 
     ``overridable`` errors (the sender's reputation: https unsubscribe, DKIM alignment) fail
-    the check and the send unless the editor overrides them with --force. ``advisories`` are
+    the check and the send unless the editor overrides them with --ignore-check. ``advisories`` are
     warnings that never block a send: DKIM may be signed at the relay, which digest cannot see.
     """
 

@@ -293,6 +293,7 @@ class LoadedSettings:
 
     settings: Settings
     sources: Mapping[str, str]
+    config_path: Path | None = None  # the settings file that was read, if any
 
 
 def _field_types() -> dict[str, Any]:
@@ -401,7 +402,7 @@ def load_settings(
 
     settings = Settings(**values)
     settings.validate()
-    return LoadedSettings(settings=settings, sources=sources)
+    return LoadedSettings(settings=settings, sources=sources, config_path=path)
 
 
 def mask(name: str, value: Any) -> str:

@@ -127,16 +127,28 @@ class Schedule:
                       stale_at=due + self.spread + self.grace)
 
 
-def crontab_line(workdir: str = "/srv/digest", command: str = "digest") -> str:
-    """A crontab entry that runs the due check every five minutes."""
-    return (f"*/5 * * * * cd {shlex.quote(workdir)} && {shlex.quote(command)} "
-            "send --if-due --quiet")
+def crontab_line(workdir: str = "/srv/digest", command: str = "digest",
+                 config: str | None = None) -> str:
+    """A crontab entry that runs the due check every five minutes.
+
+    cron runs it with /bin/sh, a bare PATH and no DIGEST_* variables, in the user's home: so
+    the line names the folder, the script and the settings file itself. An unescaped % ends
+    a crontab command (crontab(5)), so a % in a path is written \\%.
+    """
+    parts = [shlex.quote(command)]
+    if config:
+        parts += ["--config", shlex.quote(config)]
+    line = f"cd {shlex.quote(workdir)} && {' '.join(parts)} send --if-due --quiet"
+    return "*/5 * * * * " + line.replace("%", "\\%")
 
 
 def systemd_units(
-    workdir: str = "/srv/digest", user: str = "digest", command: str = "/usr/local/bin/digest"
+    workdir: str = "/srv/digest", user: str = "digest", command: str = "/usr/local/bin/digest",
+    config: str | None = None,
 ) -> tuple[str, str]:
     """A (digest-send.service, digest-send.timer) pair equivalent to the crontab line."""
+    if config:
+        command = f"{command} --config {shlex.quote(config)}"
     service = (
         "[Unit]\n"
         "Description=Send the weekly digest when it is due\n"

@@ -89,17 +89,29 @@ def binding(email_key: str) -> str:
     return base64.urlsafe_b64encode(digest[:9]).decode("ascii")
 
 
+#: Shortest signing key accepted. Every listed key verifies links, so one short key would
+#: let anyone who guesses it forge unsubscribe and preferences links.
+MIN_KEY_LENGTH = 16
+
+_MAKE_KEY = (
+    "generate one with `python3 -c 'import secrets; print(secrets.token_urlsafe(32))'` "
+    "(or run `digest demo` in an empty folder, which writes one into its digest.toml)"
+)
+
+
 def _keys(secret_key: tuple[str, ...]) -> list[str]:
     if not secret_key:
         raise ConfigError(
-            "set DIGEST_SECRET_KEY (a long random string, e.g. from "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`); "
+            f"set DIGEST_SECRET_KEY to a long random string: {_MAKE_KEY}; "
             "to rotate, list the new key first: DIGEST_SECRET_KEY=new,old"
         )
-    if any(not key.strip() for key in secret_key):
-        # Every listed key verifies, so a blank one would let anyone sign links.
-        raise ConfigError("secret_key has an empty entry; remove it (each key must be a long "
-                          "random string)")
+    for position, key in enumerate(secret_key, 1):
+        if len(key.strip()) < MIN_KEY_LENGTH:
+            # Say which entry and how long, never what it is.
+            raise ConfigError(
+                f"secret_key entry {position} of {len(secret_key)} is {len(key.strip())} "
+                f"character(s) long; each key must be at least {MIN_KEY_LENGTH}: {_MAKE_KEY}"
+            )
     return list(reversed(secret_key))
 
 

@@ -74,7 +74,7 @@ def send_to(db: Database, settings: Settings, count: int, week: str = "2025-W47"
     if count:
         seed_subscribers(db, count, start=start)
     MemoryBackend.clear()
-    send_issue(db, settings, window, backend=MemoryBackend(), force=True)
+    send_issue(db, settings, window, backend=MemoryBackend(), ignore_check=True)
     return {m.recipient: m for m in MemoryBackend.outbox}
 
 
@@ -522,7 +522,7 @@ def test_a_relay_returns_bounces_to_digest_bounces_receive(
         relay_settings = bounce_settings.replace(
             backend="smtp", smtp_host="127.0.0.1", smtp_port=controller.port,
             smtp_security="none", smtp_timeout=10.0)
-        send_issue(db, relay_settings, window, force=True)
+        send_issue(db, relay_settings, window, ignore_check=True)
         wait_until(lambda: len(relay.returned) + len(relay.errors) == 2)
         assert relay.errors == []
         wait_until(lambda: len(events(db)) == 2)

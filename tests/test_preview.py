@@ -184,7 +184,7 @@ def test_live_preview_reloads_after_template_or_database_change(
     overrides = tmp_path / "templates"
     overrides.mkdir()
     settings = Settings(
-        database_url=env["DIGEST_DATABASE_URL"], secret_key=("k",),
+        database_url=env["DIGEST_DATABASE_URL"], secret_key=("preview-secret-key-16",),
         postal_address="1 Example Street", base_url="https://news.example.org",
         templates_dir=str(overrides),
     )
@@ -247,7 +247,8 @@ def test_live_preview_toggles_mobile_width_and_text_in_a_browser(
 
     from tests.conftest import CHROMIUM_ARGS
 
-    settings = Settings(database_url=env["DIGEST_DATABASE_URL"], secret_key=("k",),
+    settings = Settings(database_url=env["DIGEST_DATABASE_URL"],
+                        secret_key=("preview-secret-key-16",),
                         postal_address="1 Example Street", base_url="https://news.example.org")
     db = Database(settings.database_url)
     live = LivePreview(db, settings, lambda: build_preview(db, settings, week=WEEK), port=0)

@@ -86,7 +86,7 @@ def test_an_http_one_click_link_fails_check_and_send_unless_overridden(
 
     sent = runner.invoke(main, ["send", *WEEK, OVERRIDE_FLAG], env=env)
     assert sent.exit_code == 0, sent.output
-    assert "(sending anyway: --force)" in sent.stderr
+    assert f"(sending anyway: {OVERRIDE_FLAG})" in sent.stderr
     assert len(MemoryBackend.outbox) == 3
 
 

@@ -218,7 +218,8 @@ def test_if_due_across_the_dst_change(
 
 
 def test_schedule_command_prints_runs_and_snippets(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["schedule", "-n", "2", "--now", "2025-10-20T12:00"],
+    result = runner.invoke(main, ["schedule", "-n", "2", "--now", "2025-10-20T12:00",
+                                  "--workdir", "/srv/digest"],
                            env={"DIGEST_TIMEZONE": "Europe/Berlin"})
     assert result.exit_code == 0, result.output
     assert "Weekly on Friday at 09:00 Europe/Berlin; catch-up grace 24 h." in result.output
@@ -229,3 +230,6 @@ def test_schedule_command_prints_runs_and_snippets(runner: CliRunner) -> None:
     assert f"*/5 * * * * cd /srv/digest && {script} send --if-due --quiet" in result.output
     assert f"ExecStart={script} send --if-due --quiet" in result.output
     assert "OnCalendar=*:0/5" in result.output
+    # cron will not see DIGEST_TIMEZONE: say so, without any value.
+    assert "will not see these settings: timezone. Put them into /srv/digest/digest.toml" in (
+        result.output)

@@ -113,8 +113,10 @@ def test_temporary_failures_say_when_they_will_be_retried(
 ) -> None:
     smtp_server.reply_to_rcpt("r3@example.com", "451 4.7.1 Greylisted, come back later")
     result = runner.invoke(main, WEEK, env=smtp_env(env, smtp_server))
-    assert result.exit_code == 0, result.output
+    # Nothing failed, but the run did not deliver everything: its own exit status, not 0.
+    assert result.exit_code == 4, result.output
     assert "Issue 1 (2025-W47): 9 sent, 0 failed, 1 pending" in result.output
+    assert "Waiting for a retry, top reasons:\n       1 × 451 4.7.1 Greylisted" in result.output
     assert "1 deliveries will be retried after " in result.output
     assert "run digest send again (cron --if-due does)" in result.output
     show = runner.invoke(main, ["issues", "show", "2025-W47"], env=env)
@@ -142,29 +144,74 @@ def test_wrong_password_is_a_clear_error_and_marks_nothing(
 
 def test_check_errors_stop_the_send(runner: CliRunner, env: dict[str, str], db: Database) -> None:
     seed_subscribers(db, 3)
-    result = runner.invoke(main, [*WEEK, "--force"], env=env)
+    result = runner.invoke(main, WEEK, env=env)
     assert result.exit_code == 1
     assert "Error: the issue did not pass the check:" in result.output
     assert "The issue has no articles" in result.output
     assert counts(db) == (0, 0)
 
 
-def test_check_warnings_need_force(
-    runner: CliRunner, env: dict[str, str], week: Database, settings: Settings
+def test_force_no_longer_skips_the_check(runner: CliRunner, env: dict[str, str],
+                                         week: Database) -> None:
+    """--force is the --if-due schedule guard only; the check has its own --ignore-check."""
+    result = runner.invoke(main, [*WEEK, "--force"], env=env)
+    assert result.exit_code == 2
+    assert "--force only overrides the --if-due schedule guard" in result.output
+    assert "--ignore-check" in result.output
+    assert counts(week) == (0, 0)
+
+
+def test_ignore_check_sends_despite_errors_and_prints_them(
+    runner: CliRunner, env: dict[str, str], week: Database
 ) -> None:
-    with week.write() as session:
+    no_address = {**env, "DIGEST_POSTAL_ADDRESS": ""}
+    refused = runner.invoke(main, WEEK, env=no_address)
+    assert refused.exit_code == 1
+    assert "postal_address is not set" in refused.output
+    assert "or send anyway with --ignore-check" in refused.output
+    assert counts(week) == (0, 0)
+    forced = runner.invoke(main, [*WEEK, "--ignore-check", "--quiet"], env=no_address)
+    assert forced.exit_code == 0, forced.output
+    assert "error: postal_address is not set" in forced.output
+    assert "(sending anyway: --ignore-check)" in forced.output
+    assert "10 sent" in forced.output
+
+
+def add_http_story(db: Database, settings: Settings) -> None:
+    """A story with a plain http:// link: the check warns, as it does for many real feeds."""
+    with db.write() as session:
         session.execute(insert(Article).values(
             url="http://insecure.example.org/story", title="Plain HTTP story", section="World",
             published_at=send_window(settings).start + timedelta(hours=5)))
-    result = runner.invoke(main, WEEK, env=env)
-    assert result.exit_code == 1
-    assert "use http:// rather than https://" in result.output
-    assert "re-run with --force to send anyway" in result.output
-    assert counts(week) == (0, 0)
-    forced = runner.invoke(main, [*WEEK, "--force"], env=env)
-    assert forced.exit_code == 0, forced.output
-    assert "(sending anyway: --force)" in forced.output
-    assert "10 sent" in forced.output
+
+
+def test_check_warnings_are_printed_and_do_not_stop_the_send(
+    runner: CliRunner, env: dict[str, str], week: Database, settings: Settings
+) -> None:
+    add_http_story(week, settings)
+    result = runner.invoke(main, [*WEEK, "--quiet"], env=env)
+    assert result.exit_code == 0, result.output
+    # --quiet still prints them: cron mails what a command prints.
+    assert "warning: 2 link(s) or image(s) use http:// rather than https://" in result.output
+    assert "Issue 1 (2025-W47): 10 sent, 0 failed, 0 pending" in result.output
+    assert len(MemoryBackend.outbox) == 10
+
+
+def test_dry_run_says_whether_the_real_send_would_pass_the_check(
+    runner: CliRunner, env: dict[str, str], week: Database, settings: Settings
+) -> None:
+    clean = runner.invoke(main, [*WEEK, "--dry-run"], env=env)
+    assert clean.exit_code == 0, clean.output
+    assert "The check passed: a real send would go out." in clean.output
+    add_http_story(week, settings)
+    warned = runner.invoke(main, [*WEEK, "--dry-run"], env=env)
+    assert warned.exit_code == 0, warned.output
+    assert ("The check found 1 warning(s) and no error: a real send would go out and print "
+            "the warnings.") in warned.output
+    broken = runner.invoke(main, [*WEEK, "--dry-run"], env={**env, "DIGEST_POSTAL_ADDRESS": ""})
+    assert broken.exit_code == 1
+    assert "a real send would refuse and send nothing." in broken.output
+    assert counts(week) == (0, 0) and MemoryBackend.outbox == []
 
 
 def test_dry_run_renders_and_counts_without_writing(

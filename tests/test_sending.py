@@ -73,7 +73,7 @@ def test_2000_subscribers_get_exactly_one_message_each(
     seed_articles(db, window, 2)
     emails = seed_subscribers(db, 2000)
     seed_subscribers(db, 5, start=5000, status="unsubscribed")
-    summary = send_issue(db, smtp_settings(settings, smtp_server), window, force=True)
+    summary = send_issue(db, smtp_settings(settings, smtp_server), window)
 
     assert summary.line == "Issue 1 (2025-W47): 2000 sent, 0 failed, 0 pending"
     assert summary.status == "sent" and summary.created and summary.exit_code == 0
@@ -95,8 +95,8 @@ def test_a_second_send_for_the_same_week_resumes_and_sends_nothing_twice(
     window = send_window(settings)
     seed_articles(db, window, 2)
     seed_subscribers(db, 30)
-    first = send_issue(db, settings, window, backend=memory, force=True)
-    again = send_issue(db, settings, window, backend=MemoryBackend(), force=True)
+    first = send_issue(db, settings, window, backend=memory)
+    again = send_issue(db, settings, window, backend=MemoryBackend())
     assert first.created and not again.created
     assert again.issue_id == first.issue_id and again.sent_now == 0
     assert len(MemoryBackend.outbox) == 30
@@ -151,8 +151,7 @@ def test_421_and_disconnect_at_message_100_loses_and_repeats_nothing(
     seed_articles(db, window, 2)
     emails = seed_subscribers(db, 250)
     smtp_server.disconnect_at(100)
-    summary = send_issue(db, smtp_settings(settings, smtp_server, send_retry_base=0.2), window,
-                         force=True)
+    summary = send_issue(db, smtp_settings(settings, smtp_server, send_retry_base=0.2), window)
     assert summary.counts.sent == 250 and summary.status == "sent"
     received = smtp_server.messages
     assert sorted(r for m in received for r in m.rcpt_tos) == sorted(emails)
@@ -174,7 +173,7 @@ def test_per_recipient_replies_are_classified(
     smtp_server.reply_to_rcpt("r4@example.com", "552 5.3.4 Too many recipients")
     smtp_server.reply_to_rcpt("r5@example.com", "550 5.7.1 Message refused by policy")
     before = utcnow()
-    summary = send_issue(db, smtp_settings(settings, smtp_server), window, force=True)
+    summary = send_issue(db, smtp_settings(settings, smtp_server), window)
 
     rows = by_email(db)
     assert rows["r1@example.com"].status == "failed" and rows["r1@example.com"].last_code == 550
@@ -209,8 +208,7 @@ def test_reset_mid_data_is_retried_with_the_same_message_id(
     seed_articles(db, window, 2)
     seed_subscribers(db, 20)
     smtp_server.reset_during_data_at(5)
-    summary = send_issue(db, smtp_settings(settings, smtp_server, send_retry_base=0.2), window,
-                         force=True)
+    summary = send_issue(db, smtp_settings(settings, smtp_server, send_retry_base=0.2), window)
     assert summary.counts.sent == 20 and summary.status == "sent"
     assert len(smtp_server.messages) == 20 and len(set(smtp_server.message_ids)) == 20
     assert smtp_server.transactions == 21  # the reset transaction, then its retry
@@ -224,8 +222,7 @@ def test_reset_after_the_final_dot_is_retried_later_with_the_same_message_id(
     seed_articles(db, window, 2)
     seed_subscribers(db, 20)
     smtp_server.fail_at(5, "end-of-data", reset=True)
-    summary = send_issue(db, smtp_settings(settings, smtp_server, send_retry_base=0.3), window,
-                         force=True)
+    summary = send_issue(db, smtp_settings(settings, smtp_server, send_retry_base=0.3), window)
     assert summary.counts.sent == 20 and summary.status == "sent"
     ids = smtp_server.message_ids
     assert len(ids) == 21 and len(set(ids)) == 20  # the one duplicate kept its Message-ID
@@ -243,8 +240,7 @@ def test_temporary_failures_give_up_after_max_attempts(
     smtp_server.reply_to_rcpt("r0@example.com", "451 4.3.0 Try again later")
     summary = send_issue(
         db, smtp_settings(settings, smtp_server, send_retry_base=0.1, send_max_attempts=3),
-        window, force=True,
-    )
+        window, )
     row = by_email(db)["r0@example.com"]
     assert row.status == "failed" and row.attempts == 3
     assert row.last_reply.startswith("gave up after 3 attempts")
@@ -262,7 +258,7 @@ def test_wrong_password_fails_fast_and_marks_nothing(
     config = smtp_settings(settings, server, smtp_username="ann", smtp_password="wrong")
     started = time.monotonic()
     with pytest.raises(BackendConfigError, match="authentication failed"):
-        send_issue(db, config, window, force=True)
+        send_issue(db, config, window)
     assert time.monotonic() - started < 5
     assert deliveries(db) == []
     assert server.messages == []
@@ -276,18 +272,18 @@ def test_refused_connection_fails_fast(db: Database, settings: Settings) -> None
     config = settings.replace(backend="smtp", smtp_host="127.0.0.1", smtp_port=9,
                               smtp_security="none")
     with pytest.raises(BackendConfigError, match=r"127\.0\.0\.1:9\b"):
-        send_issue(db, config, window, force=True)
+        send_issue(db, config, window)
     assert deliveries(db) == []
 
 
-def test_check_errors_stop_the_send_and_warnings_need_force(
+def test_check_errors_stop_the_send(
     db: Database, settings: Settings, memory: MemoryBackend
 ) -> None:
-    """An empty issue never goes out, even with force; nothing is written."""
+    """An empty issue does not go out; nothing is written."""
     window = send_window(settings)
     seed_subscribers(db, 3)
     with pytest.raises(CheckFailed, match="no articles"):
-        send_issue(db, settings, window, backend=memory, force=True)
+        send_issue(db, settings, window, backend=memory)
     assert deliveries(db) == [] and MemoryBackend.outbox == []
 
 
@@ -317,7 +313,7 @@ def test_headers_personalisation_and_dkim_through_smtp(
     seed_subscribers(db, 3)
     config = smtp_settings(settings, smtp_server, dkim_domain="news.example.org",
                            dkim_selector="sel", dkim_private_key=str(key))
-    send_issue(db, config, window, force=True)
+    send_issue(db, config, window)
     rows = by_email(db)
     assert len(smtp_server.messages) == 3
     for received in smtp_server.messages:
@@ -466,11 +462,11 @@ def test_interrupted_batch_keeps_results_and_frees_the_rest(
     config = settings.replace(send_inflight=64)
     _Crashing.calls = 0
     with pytest.raises(KeyboardInterrupt):
-        send_issue(db, config, window, backend=_Crashing(), force=True)
+        send_issue(db, config, window, backend=_Crashing())
     counts = {s: sum(1 for d in deliveries(db) if d.status == s) for s in ("sent", "inflight")}
     assert counts == {"sent": 32, "inflight": 32}
     assert sum(1 for d in deliveries(db) if d.status == "pending" and d.attempts == 0) == 36
-    summary = send_issue(db, config, window, backend=MemoryBackend(), force=True)
+    summary = send_issue(db, config, window, backend=MemoryBackend(), ignore_check=True)
     assert summary.counts.sent == 100 and summary.status == "sent"
     assert len(MemoryBackend.outbox) == 100
 
@@ -503,11 +499,11 @@ def test_pause_resume_and_cancel_stop_the_loop_between_batches(
 
     thread = threading.Thread(target=pause_soon)
     thread.start()
-    paused = send_issue(db, config, window, backend=_Slow(), force=True)
+    paused = send_issue(db, config, window, backend=_Slow())
     thread.join()
     assert paused.stopped == "paused" and paused.status == "paused"
     assert 30 <= paused.counts.sent <= 60 and paused.counts.inflight == 0
-    assert send_issue(db, config, window, backend=_Slow(), force=True).sent_now == 0
+    assert send_issue(db, config, window, backend=_Slow()).sent_now == 0
 
     resume_issue(db, "2025-W47")
 
@@ -519,7 +515,7 @@ def test_pause_resume_and_cancel_stop_the_loop_between_batches(
 
     thread = threading.Thread(target=cancel_soon)
     thread.start()
-    cancelled = send_issue(db, config, window, backend=_Slow(), force=True)
+    cancelled = send_issue(db, config, window, backend=_Slow())
     thread.join()
     assert cancelled.stopped == "cancelled" and cancelled.status == "cancelled"
     c = cancelled.counts
@@ -537,7 +533,7 @@ def test_rate_50_per_second_over_500_messages(
 ) -> None:
     """--rate 50/s: the measured rate of 500 messages handed to SMTP stays within 5 % of 50/s."""
     db = Database(sqlite_url)
-    config = smtp_settings(Settings(database_url=sqlite_url, secret_key=("k",),
+    config = smtp_settings(Settings(database_url=sqlite_url, secret_key=("rate-test-secret-key",),
                                     postal_address="1 Example Street"), smtp_server)
     window = send_window(config)
     seed_articles(db, window, 2)
@@ -551,7 +547,7 @@ def test_rate_50_per_second_over_500_messages(
             return results
 
     backend = Timed.from_settings(config)
-    summary = send_issue(db, config, window, backend=backend, rate=50.0, force=True)
+    summary = send_issue(db, config, window, backend=backend, rate=50.0)
     assert summary.counts.sent == 500 and len(smtp_server.messages) == 500
     measured = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     print(f"measured {measured:.2f} messages/s")

@@ -179,7 +179,7 @@ def test_send_to_a_server_that_requires_auth_without_credentials_stops_at_once(
         "DIGEST_SMTP_PORT": str(auth_server.port),
         "DIGEST_SMTP_SECURITY": "none",
     }
-    week = ["send", "--week", "2025-W47", "--force"]
+    week = ["send", "--week", "2025-W47", "--ignore-check"]
     result = runner.invoke(main, week, env=env)
     assert result.exit_code == 1, result.output
     assert "requires authentication (530 5.7.0 Authentication required)" in result.stderr

@@ -459,8 +459,8 @@ def test_rotated_keys_in_the_web_app(
     sub = add_active(db, "rot@example.org")
     old_settings = web_settings.replace(secret_key=("only-the-old-key",))
     old_link = path_of(tokens.unsubscribe_url(old_settings, sub))
-    rotated = make_app(web_settings.replace(secret_key=("brand-new-key", "only-the-old-key")))
-    new_only = make_app(web_settings.replace(secret_key=("brand-new-key",)))
+    rotated = make_app(web_settings.replace(secret_key=("brand-new-key-0001", "only-the-old-key")))
+    new_only = make_app(web_settings.replace(secret_key=("brand-new-key-0001",)))
     assert new_only.test_client().get(old_link).status_code == 400
     assert rotated.test_client().get(old_link).status_code == 200
 

@@ -39,7 +39,7 @@ from tests.conftest import (
 )
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
-SEND = ["send", "--week", "2025-W47", "--force"]
+SEND = ["send", "--week", "2025-W47", "--ignore-check"]
 
 
 @dataclass(frozen=True)

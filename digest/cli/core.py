@@ -191,9 +191,8 @@ def _demo_send(app: AppContext, week: str) -> None:
 
     settings = app.settings
     # The demo serves its links from http://127.0.0.1, which the check warns about (the
-    # preview summary above showed it); a real publication's base_url is https. Errors
-    # still stop the send.
-    summary = send_issue(app.db, settings, parse_week(week, settings.tz), force=True)
+    # preview summary above showed it); warnings do not stop a send, errors would.
+    summary = send_issue(app.db, settings, parse_week(week, settings.tz))
     click.echo("")
     if not summary.created and not summary.sent_now:
         click.echo(f"Issue {summary.number} ({summary.label}) was already sent; nothing to do.")

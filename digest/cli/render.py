@@ -134,9 +134,9 @@ def preview(app: AppContext, week: str | None, since: str | None, until: str | N
 @click.command()
 @window_options
 @issue_text_options
-@click.option("--force", is_flag=True,
+@click.option("--ignore-check", "force", is_flag=True,
               help="Accept the reputation errors (http unsubscribe, misaligned DKIM), "
-                   "as digest send --force does.")
+                   "as digest send --ignore-check does.")
 @click.option("--fetch-images", is_flag=True,
               help="Also request every image URL once and warn about those that do not load.")
 @click.option("--image-timeout", type=click.FloatRange(0.1, 60), default=5.0,
@@ -151,7 +151,7 @@ def check(app: AppContext, week: str | None, since: str | None, until: str | Non
     alt text, non-HTTPS or relative links, a missing unsubscribe link or postal address,
     empty sections and an empty issue. It also guards the sender's reputation: a
     List-Unsubscribe link that is not https, or a DKIM domain not aligned with From, is an
-    error unless --force is given; no DKIM at all is a warning. Text colours below WCAG AA
+    error unless --ignore-check is given; no DKIM at all is a warning. Text colours below WCAG AA
     contrast are an error. --fetch-images requests every photo once (a short timeout) and
     warns about those that do not load; nothing is fetched without it. Exits 1 on an
     error, 0 with warnings only. `digest send` runs the same check as a gate. Without
@@ -162,7 +162,7 @@ def check(app: AppContext, week: str | None, since: str | None, until: str | Non
     Examples:
       digest check
       digest check --week 2025-W47
-      digest check --force                  # accept http unsubscribe while testing
+      digest check --ignore-check           # accept http unsubscribe while testing
       digest check --fetch-images           # also warn about photos that do not load
     """
     from digest.checks import check_issue

@@ -16,9 +16,6 @@ from digest.cli.render import read_intro, window_options
 from digest.errors import InputError, LockedError
 from digest.models import utcnow
 
-#: Exit status when the send finished but some deliveries failed for good.
-EXIT_SOME_FAILED = 3
-
 
 def _parse_now(text: str | None) -> datetime | None:
     """The hidden --now option (testing only): an ISO date-time, naive meaning UTC."""
@@ -77,6 +74,18 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _echo_check(report: object, *, ignore_check: bool) -> None:
+    """Print the check's warnings (and errors, when ignored): always, since cron mails them."""
+    from digest.checks import CheckReport
+
+    assert isinstance(report, CheckReport)
+    if ignore_check:
+        for line in report.overridable:
+            click.echo(f"error: {line} (sending anyway: --ignore-check)", err=True)
+    for line in report.warnings + report.advisories:
+        click.echo(f"warning: {line}", err=True)
+
+
 @click.command()
 @window_options
 @click.option("--intro", "intro_file", type=click.Path(exists=True, dir_okay=False,
@@ -86,13 +95,23 @@ def _clock(seconds: float) -> str:
 @click.option("--if-due", is_flag=True,
               help="Send the scheduled weekly issue if it is due and not yet sent (for cron).")
 @click.option("--force", is_flag=True,
-              help="Send despite check warnings, or a stale --if-due issue. Never errors.")
+              help="With --if-due: send or resume a week that is past its grace window (stale).")
+@click.option("--ignore-check", is_flag=True,
+              help="Send despite the check's reputation errors (http unsubscribe link, DKIM "
+                   "not aligned). Other errors always stop a send; warnings never do.")
+@click.option("--retry-failed", "retry_failed", is_flag=False, flag_value="", default=None,
+              metavar="[WEEK]",
+              help="Requeue the failed deliveries of an issue (default: the newest with some) "
+                   "whose cause was temporary or unknown, and send them.")
 @click.option("--rate", metavar="N/s", help="Rate limit shared by every sender, e.g. 50/s.")
-@click.option("--dry-run", is_flag=True, help="Render and count; send and write nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Render, count and check; say whether a real send would pass the check. "
+                   "Send and write nothing.")
 @click.option("--to", "to", metavar="EMAIL",
               help="Send one test copy to EMAIL ([TEST] subject); record no delivery.")
 @click.option("--quiet", "-q", is_flag=True,
-              help="No progress or chatter; print only the summary of a send and errors.")
+              help="No progress or chatter; print only check warnings, the summary of a send "
+                   "and errors.")
 @click.option("--worker-id", metavar="NAME", help="Name this sender in leases and claims.")
 @click.option("--workers", type=int, default=1, show_default=True, metavar="N",
               help="Sender processes on this machine (PostgreSQL only).")
@@ -100,14 +119,19 @@ def _clock(seconds: float) -> str:
 @pass_app
 def send(app: AppContext, week: str | None, since: str | None, until: str | None,
          include_sent: bool, intro_file: Path | None, subject: str, preheader: str,
-         if_due: bool, force: bool, rate: str | None, dry_run: bool, to: str | None,
-         quiet: bool, worker_id: str | None, workers: int, now_text: str | None) -> None:
+         if_due: bool, force: bool, ignore_check: bool, retry_failed: str | None,
+         rate: str | None, dry_run: bool, to: str | None, quiet: bool, worker_id: str | None,
+         workers: int, now_text: str | None) -> None:
     """Send an issue to every active subscriber, exactly once, resuming after any crash.
 
-    The issue first passes `digest check` (errors stop it; warnings unless --force). It is
-    then frozen together with one outbox row per subscriber, and delivered in small
-    batches. Running digest send again for the same window resumes it: only what is not yet
-    sent goes out. Temporary failures are retried with backoff on later runs.
+    A new issue first passes `digest check`: errors stop it (the reputation errors unless
+    --ignore-check); warnings are printed, also with --quiet, and do not stop it. It is then frozen
+    together with one outbox row per subscriber, and delivered in small batches. Running
+    digest send again for the same window resumes it: only what is not yet sent goes out.
+    Temporary failures are retried with backoff on later runs; a summary lists the top
+    reasons for failed and waiting deliveries. --retry-failed WEEK requeues failed
+    deliveries whose cause was temporary or unknown (never 5xx rejections, nor readers who
+    bounced or left).
 
     Without --week/--since/--until it resumes the unfinished issue, if any, or sends the
     articles since the last issue. --if-due sends the scheduled week's issue once when it
@@ -117,8 +141,14 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
     another machine against the same database joins the same issue; they share the --rate
     limit. SQLite allows one sender: --workers above 1 is a usage error there (exit 2).
 
-    Exit status: 0 all sent (or nothing to do), 1 error (or a worker failed), 2 usage, 3
-    finished with some deliveries failed for good.
+    \b
+    Exit status:
+      0  all sent, or nothing to do
+      1  error: nothing was sent (bad setting, check errors, server refused the login, ...),
+         or a worker failed
+      2  usage error (wrong options, --workers on SQLite)
+      3  finished, but some deliveries failed
+      4  nothing failed, but some deliveries wait for a retry (run digest send again)
 
     \b
     Examples:
@@ -128,10 +158,12 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
       digest send --to me@example.com       # a test copy
       digest send --rate 50/s               # stay under a provider's limit
       digest send --workers 4 --db postgresql+psycopg://digest@db/digest
+      digest send --retry-failed 2025-W47   # after fixing what made deliveries fail
     """
     from digest import sending
     from digest.issues import window_for
     from digest.ratelimit import parse_rate
+    from digest.tokens import require_secret_key
 
     settings = app.settings
     now = _parse_now(now_text)
@@ -139,6 +171,16 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
         raise click.UsageError("--if-due picks the scheduled week itself; drop --week/--since")
     if dry_run and to:
         raise click.UsageError("give either --dry-run or --to, not both")
+    if force and not if_due:
+        raise click.UsageError(
+            "--force only overrides the --if-due schedule guard; to send despite check "
+            "errors use --ignore-check"
+        )
+    if retry_failed is not None and (if_due or dry_run or to or week or since or until):
+        raise click.UsageError(
+            "--retry-failed names its issue itself (--retry-failed 2025-W47); drop "
+            "--if-due/--dry-run/--to/--week/--since/--until"
+        )
     limit = parse_rate(rate) if rate else None
     if workers != 1:
         try:
@@ -149,8 +191,23 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
         include_sent=include_sent, intro=read_intro(intro_file), subject=subject,
         preheader=preheader,
     )
+    if not dry_run:
+        # Before the due check, the issue and any claim: a missing key must not leave a
+        # frozen issue behind.
+        require_secret_key(settings)
 
-    if if_due:
+    if retry_failed is not None:
+        ref, requeued = sending.retry_failed(app.db, retry_failed or None, now=now)
+        if not requeued:
+            click.echo(f"Nothing to retry in issue {ref.number} ({ref.label}): no failed "
+                       "delivery with a temporary or unknown cause. 5xx rejections, and "
+                       "readers who bounced or left, are never retried.")
+            return
+        if not quiet:
+            click.echo(f"Requeued {requeued} failed deliveries of issue {ref.number} "
+                       f"({ref.label}).")
+        window = sending.window_of(ref)
+    elif if_due:
         due = sending.check_due(app.db, settings, now=now, force=force)
         if due.action == "stale" and due.issue is not None:
             # An unfinished old issue (a restored backup?) needs a person's decision.
@@ -178,8 +235,9 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
             click.echo(line)
         for line in report.report.lines() if report.report else ():
             click.echo(line)
+        click.echo(sending.gate_verdict(report.report, ignore_check=ignore_check))
         if report.report is not None and (
-            report.report.errors or (report.report.overridable and not force)
+            report.report.errors or (report.report.overridable and not ignore_check)
         ):
             raise click.ClickException("the check found errors: this issue would not be sent")
         return
@@ -194,28 +252,23 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
         click.echo(f"Sent a test copy of the {window.label} issue to {to}.")
         return
 
-    def show_check(report: object) -> None:
-        from digest.checks import CheckReport
-
-        assert isinstance(report, CheckReport)
-        if quiet:
-            return
-        if force:
-            for line in report.overridable + report.warnings:
-                click.echo(f"warning: {line} (sending anyway: --force)", err=True)
-        for line in report.advisories:
-            click.echo(f"warning: {line}", err=True)
-
     progress = _ProgressLine() if (not quiet and sys.stderr.isatty()) else None
+
+    def on_created(summary_number: int, label: str, total: int) -> None:
+        # Said before the first batch, so it comes above the progress bar.
+        if not quiet:
+            click.echo(f"Created issue {summary_number} ({label}) with {total} deliveries.")
+
     try:
         clock, retry_wait = utcnow, sending.DEFAULT_RETRY_WAIT
         if now is not None:
             # A pretended time stands still: never wait for a retry that it will not reach.
             clock, retry_wait = _frozen(now), 0.0
         summary = sending.send_issue(
-            app.db, settings, window, options=options, force=force, rate=limit,
-            worker_id=worker_id, on_progress=progress, on_check=show_check, workers=workers,
-            clock=clock, retry_wait=retry_wait,
+            app.db, settings, window, options=options, ignore_check=ignore_check, rate=limit,
+            worker_id=worker_id, on_progress=progress,
+            on_check=lambda report: _echo_check(report, ignore_check=ignore_check),
+            on_created=on_created, workers=workers, clock=clock, retry_wait=retry_wait,
         )
     except LockedError as exc:
         if if_due:
@@ -233,6 +286,8 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
         if not quiet:
             click.echo(f"Issue {summary.number} ({summary.label}) already sent.")
             click.echo(summary.line)
+            for line in summary.reason_lines:
+                click.echo(line)
         sys.exit(summary.exit_code)
     if summary.stopped and not did_something:
         raise click.ClickException(
@@ -240,14 +295,13 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
             + (f"; run `digest issues resume {summary.label}` first"
                if summary.stopped == "paused" else "")
         )
-    if summary.created and not quiet:
-        click.echo(f"Created issue {summary.number} ({summary.label}) with "
-                   f"{summary.counts.total} deliveries.")
     click.echo(summary.line)
     if summary.stopped:
         click.echo(f"Stopped: the issue was {summary.stopped} from another terminal.")
     if summary.bounced_now and not quiet:
         click.echo(f"{summary.bounced_now} subscriber(s) marked bounced (address unknown).")
+    for line in summary.reason_lines:
+        click.echo(line)
     if summary.retry_note:
         click.echo(summary.retry_note)
     for error in summary.errors:
@@ -281,13 +335,25 @@ def issues_group(ctx: click.Context) -> None:
     if not rows:
         click.echo("No issues yet. Create and send one with: digest send")
         return
-    click.echo(f"{'#':>4}  {'label':<24}  {'status':<9}  {'pending':>7}  {'inflight':>8}  "
+    retryable = sending.retryable_by_issue(app.db)
+    click.echo(f"{'#':>4}  {'label':<24}  {'status':<10}  {'pending':>7}  {'inflight':>8}  "
                f"{'sent':>7}  {'failed':>6}")
     for issue, counts in rows:
+        shown = _status(issue.status, issue.id, retryable)
         click.echo(
-            f"{issue.number:>4}  {issue.label:<24}  {issue.status:<9}  {counts.pending:>7}  "
-            f"{counts.inflight:>8}  {counts.sent:>7}  {counts.failed:>6}"
+            f"{issue.number:>4}  {issue.label:<24}  {shown:<10}"
+            f"  {counts.pending:>7}  {counts.inflight:>8}  {counts.sent:>7}  {counts.failed:>6}"
         )
+    for issue, _ in rows:
+        if retryable.get(issue.id):
+            click.echo(f"Issue {issue.number} ({issue.label}): {retryable[issue.id]} failed "
+                       "deliveries had a temporary or unknown cause; once it is fixed, run: "
+                       f"digest send --retry-failed {issue.label}")
+
+
+def _status(status: str, issue_id: int, retryable: dict[int, int]) -> str:
+    """An issue's status as shown: a sent issue that a retry could complete is not done."""
+    return "incomplete" if status == "sent" and retryable.get(issue_id) else status
 
 
 def _local(moment: datetime | None, app: AppContext) -> str:
@@ -312,7 +378,8 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
 
     d = sending.issue_details(app.db, issue, errors=error_count, settings=app.settings)
     c = d.counts
-    click.echo(f"Issue {d.issue.number} ({d.issue.label}): {d.issue.status}")
+    status = _status(d.issue.status, d.issue.id, {d.issue.id: d.retryable})
+    click.echo(f"Issue {d.issue.number} ({d.issue.label}): {status}")
     click.echo(f"  window   {_local(d.issue.window_start, app)} to "
                f"{_local(d.issue.window_end, app)}")
     if d.subject:
@@ -336,6 +403,9 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
         click.echo("  last errors:")
         for email, attempts, code, reply in d.errors:
             click.echo(f"    {email}  (attempt {attempts}) {code or ''} {reply}".rstrip())
+    if d.retryable:
+        click.echo(f"  {d.retryable} failed deliveries had a temporary or unknown cause; once "
+                   f"it is fixed, run: digest send --retry-failed {d.issue.label}")
 
 
 @issues_group.command("pause")
@@ -399,16 +469,22 @@ def issues_cancel(app: AppContext, issue: str, yes: bool) -> None:
 @click.command("schedule")
 @click.option("--count", "-n", type=click.IntRange(1, 100), default=5, show_default=True,
               help="How many upcoming run times to list.")
-@click.option("--workdir", default="/srv/digest", show_default=True,
-              help="Folder holding digest.toml, for the crontab line and the unit.")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the crontab line and the unit to run in (default: the folder "
+                   "of the settings file in use, else the current folder).")
 @click.option("--now", "now_text", hidden=True, help="Testing only: pretend it is this time.")
 @pass_app
-def schedule_cmd(app: AppContext, count: int, workdir: str, now_text: str | None) -> None:
+def schedule_cmd(app: AppContext, count: int, workdir: Path | None, now_text: str | None) -> None:
     """Show when the weekly issue goes out, and how to run digest send --if-due from cron.
 
     The schedule is schedule_weekday + schedule_time in schedule_timezone (default:
     timezone). Each issue covers the week up to its scheduled moment. A missed send is
     caught up within schedule_grace_hours; after that the week is stale and skipped.
+
+    The crontab line works as cron runs it: no terminal, PATH=/usr/bin:/bin and no DIGEST_*
+    variables. It changes into the folder, names this installation's digest script and the
+    settings file; settings that come from the environment or the command line are listed
+    as a warning, since cron will not see them.
 
     \b
     Example:
@@ -431,12 +507,27 @@ def schedule_cmd(app: AppContext, count: int, workdir: str, now_text: str | None
         click.echo(f"  {schedule.window(moment).label}  {local:%a %Y-%m-%d %H:%M %Z}  "
                    f"({moment:%Y-%m-%d %H:%M} UTC)")
     click.echo("")
+    config_path = app.loaded.config_path
+    config = config_path.resolve() if config_path is not None else None
+    folder = (workdir or (config.parent if config else Path.cwd())).resolve()
+    # ./digest.toml in the folder is found by the cd; any other file is named.
+    config_arg = str(config) if config and config != folder / "digest.toml" else None
     # cron and systemd do not see a virtualenv's PATH: name this installation's script.
     beside = Path(sys.executable).with_name("digest")
     command = str(beside) if beside.exists() else shutil.which("digest") or "digest"
     click.echo("crontab line (crontab -e):")
-    click.echo("  " + crontab_line(workdir, command))
-    service, timer = systemd_units(workdir, command=command)
+    click.echo("  " + crontab_line(str(folder), command, config_arg))
+    unseen = sorted(name for name, source in app.loaded.sources.items()
+                    if source.startswith("env ") or source == "command line")
+    if unseen:
+        click.echo(
+            "warning: cron and systemd pass no DIGEST_* variables and no options, so the "
+            "lines above will not see these settings: " + ", ".join(unseen) + ". Put them "
+            f"into {folder / 'digest.toml'} (chmod 600 if it holds secrets), or as NAME=value "
+            "lines at the top of the crontab, or in an EnvironmentFile= for systemd.",
+            err=True,
+        )
+    service, timer = systemd_units(str(folder), command=command, config=config_arg)
     click.echo("")
     click.echo("or a systemd timer: /etc/systemd/system/digest-send.service")
     click.echo(service)

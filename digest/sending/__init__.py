@@ -31,13 +31,23 @@ from digest.sending.control import (
     message_id_domain,
     pause_issue,
     resume_issue,
+    retry_failed,
+    retryable_by_issue,
     summarise,
+    window_of,
 )
 from digest.sending.due import DueCheck, check_due
 from digest.sending.engine import DEFAULT_LOCK_WAIT, DEFAULT_RETRY_WAIT, Sender
 from digest.sending.policy import JITTER, is_bounce, retry_delay
 from digest.sending.pool import MAX_WORKERS, check_workers, run_workers
-from digest.sending.results import Progress, SendSummary
+from digest.sending.results import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_SOME_PENDING,
+    Progress,
+    Reason,
+    SendSummary,
+)
 from digest.sending.run import (
     DryRun,
     IssueOptions,
@@ -46,6 +56,7 @@ from digest.sending.run import (
     default_window,
     dry_run,
     gate,
+    gate_verdict,
     prepare,
     send_issue,
     send_test,
@@ -55,6 +66,9 @@ from digest.sending.workers import owner_is_dead, owner_pid, worker_name
 __all__ = [
     "DEFAULT_LOCK_WAIT",
     "DEFAULT_RETRY_WAIT",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "EXIT_SOME_PENDING",
     "JITTER",
     "MAX_WORKERS",
     "DryRun",
@@ -64,6 +78,7 @@ __all__ = [
     "IssueRef",
     "Prepared",
     "Progress",
+    "Reason",
     "SendSummary",
     "Sender",
     "Variant",
@@ -75,6 +90,7 @@ __all__ = [
     "dry_run",
     "find_issue",
     "gate",
+    "gate_verdict",
     "is_bounce",
     "issue_details",
     "list_issues",
@@ -86,9 +102,12 @@ __all__ = [
     "prepare",
     "resume_issue",
     "retry_delay",
+    "retry_failed",
+    "retryable_by_issue",
     "run_workers",
     "send_issue",
     "send_test",
     "summarise",
+    "window_of",
     "worker_name",
 ]

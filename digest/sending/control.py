@@ -30,10 +30,10 @@ from digest.issues import (
 )
 from digest.models import Issue, IssueStatus, utcnow
 from digest.render import Renderer
-from digest.sending.results import SendSummary
+from digest.sending.results import SendSummary, outcome_details
 from digest.sending.waves import Timing
 from digest.store import issues as issue_store
-from digest.store import outbox
+from digest.store import outbox, retries
 
 
 def message_id_domain(settings: Settings) -> str:
@@ -62,6 +62,11 @@ class IssueRef(NamedTuple):
 def ref_of(issue: Issue) -> IssueRef:
     return IssueRef(issue.id, issue.number, issue.label, issue.status, issue.window_start,
                     issue.window_end)
+
+
+def window_of(issue: IssueRef) -> Window:
+    """The window an existing issue covers."""
+    return Window(issue.window_start, issue.window_end, issue.label)
 
 
 def find_issue(session: Session, window: Window) -> Issue | None:
@@ -125,9 +130,10 @@ def summarise(db: Database, issue: IssueRef) -> SendSummary:
         status, _, _ = outbox.issue_status(session, issue.id)
         counts = outbox.counts(session, issue.id)
         retry_count, retry_after = outbox.next_retry(session, issue.id)
+        details = outcome_details(session, issue.id)
     return SendSummary(
         issue_id=issue.id, number=issue.number, label=issue.label, status=status, counts=counts,
-        retry_count=retry_count, retry_after=retry_after,
+        retry_count=retry_count, retry_after=retry_after, **details,
         stopped=status if status in (IssueStatus.PAUSED, IssueStatus.CANCELLED) else None,
     )
 
@@ -148,6 +154,7 @@ class IssueDetails:
     errors: list[tuple[str, int, int | None, str]]  # (email, attempts, code, reply)
     retry_after: datetime | None
     lease_owner: str | None = None
+    retryable: int = 0  # failed rows that digest send --retry-failed would requeue
 
 
 def list_issues(db: Database) -> list[tuple[IssueRef, outbox.Counts]]:
@@ -156,6 +163,12 @@ def list_issues(db: Database) -> list[tuple[IssueRef, outbox.Counts]]:
         issues = issue_store.list_issues(session)
         counts = outbox.all_counts(session)
         return [(ref_of(i), counts.get(i.id, outbox.Counts())) for i in issues]
+
+
+def retryable_by_issue(db: Database) -> dict[int, int]:
+    """Failed deliveries a retry could fix, per issue id (issues without any left out)."""
+    with db.read() as session:
+        return retries.retryable_counts(session)
 
 
 def issue_details(db: Database, ref: str, *, errors: int = 10,
@@ -184,7 +197,43 @@ def issue_details(db: Database, ref: str, *, errors: int = 10,
                     for d in outbox.last_errors(session, issue.id, errors)],
             retry_after=outbox.next_retry(session, issue.id)[1],
             lease_owner=issue.lease_owner,
+            retryable=retries.retryable_counts(session, [issue.id]).get(issue.id, 0),
         )
+
+
+def retry_failed(db: Database, ref: str | None, *,
+                 now: datetime | None = None) -> tuple[IssueRef, int]:
+    """Requeue an issue's retryable failed deliveries (see store.retries) and reopen it.
+
+    ref is a label or number; without it, the newest issue with retryable failures. Returns
+    the issue, sending again if anything was requeued, and how many rows were.
+    """
+    with db.write() as session:
+        if ref:
+            found = issue_store.issue_by_label(session, ref.strip())
+            if found is None:
+                raise NotFoundError(f"no issue {ref!r}; run `digest issues` to list them")
+        else:
+            newest = retries.newest_with_retryable(session)
+            found = session.get(Issue, newest) if newest is not None else None
+            if found is None:
+                raise NotFoundError(
+                    "no issue has failed deliveries that a retry could fix; "
+                    "`digest issues` lists them"
+                )
+        issue = ref_of(found)
+        if issue.status in (IssueStatus.PAUSED, IssueStatus.CANCELLED):
+            raise SendError(
+                f"issue {issue.number} ({issue.label}) is {issue.status}; "
+                + ("resume it first (digest issues resume " + issue.label + ")"
+                   if issue.status == IssueStatus.PAUSED else "a cancelled issue is not retried")
+            )
+        count = retries.requeue_failed(session, issue.id, now=now or utcnow())
+        if count:
+            outbox.set_issue_status(session, issue.id, IssueStatus.SENDING,
+                                    only_from=(IssueStatus.SENT, IssueStatus.SENDING))
+            issue = issue._replace(status=IssueStatus.SENDING)
+    return issue, count
 
 
 def _move_issue(db: Database, ref: str, to: IssueStatus, only_from: IssueStatus) -> IssueRef:

@@ -32,7 +32,7 @@ from digest.ratelimit import RateLimiter
 from digest.render import Renderer
 from digest.sending.control import IssueRef
 from digest.sending.policy import retry_delay
-from digest.sending.results import Progress, SendSummary
+from digest.sending.results import Progress, SendSummary, outcome_details
 from digest.sending.waves import Timing
 from digest.sending.workers import describe_owner, owner_is_dead, worker_name
 from digest.store import outbox
@@ -426,6 +426,7 @@ class Sender:
             status, _, _ = outbox.issue_status(session, issue.id)
             counts = outbox.counts(session, issue.id)
             retry_count, retry_after = outbox.next_retry(session, issue.id)
+            details = outcome_details(session, issue.id)
         return SendSummary(
             issue_id=issue.id,
             number=issue.number,
@@ -441,6 +442,7 @@ class Sender:
             stopped=stopped if stopped in (IssueStatus.PAUSED, IssueStatus.CANCELLED) else None,
             elapsed=time.monotonic() - started,
             skipped_now=tally.skipped,
+            **details,
         )
 
 

@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
-from digest.models import IssueStatus
-from digest.store import outbox
+from sqlalchemy.orm import Session
+
+from digest.models import DeliveryStatus, IssueStatus
+from digest.store import outbox, retries
+
+#: Exit status of ``digest send``: everything sent, or nothing to do.
+EXIT_OK = 0
+#: Exit status when a worker of a --workers send failed.
+EXIT_ERROR = 1
+#: Exit status when the send finished but some deliveries failed.
+EXIT_SOME_FAILED = 3
+#: Exit status when nothing failed but some deliveries still wait for a retry.
+EXIT_SOME_PENDING = 4
+
+#: How many distinct reasons a summary lists.
+TOP_REASONS = 3
+
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>@]+>?")
+_GAVE_UP = re.compile(r"^gave up after \d+ attempts: ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +75,9 @@ class SendSummary:
     elapsed: float = 0.0
     skipped_now: int = 0
     errors: tuple[str, ...] = ()  # workers of a --workers send that failed or died
+    failed_reasons: tuple[Reason, ...] = ()
+    pending_reasons: tuple[Reason, ...] = ()
+    retryable: int = 0  # failed rows that digest send --retry-failed would requeue
 
     @property
     def line(self) -> str:
@@ -77,8 +100,74 @@ class SendSummary:
         )
 
     @property
+    def reason_lines(self) -> list[str]:
+        """The top failure and retry reasons with their counts, and what to do about them."""
+        out: list[str] = []
+        for title, reasons in (("Failed", self.failed_reasons),
+                               ("Waiting for a retry", self.pending_reasons)):
+            if reasons:
+                out.append(f"{title}, top reasons:")
+                out.extend(f"  {r.count:>6} × {r.text}" for r in reasons)
+        if self.retryable:
+            out.append(
+                f"{self.retryable} failed deliveries had a temporary or unknown cause; once it "
+                f"is fixed, run: digest send --retry-failed {self.label}"
+            )
+        return out
+
+    @property
     def exit_code(self) -> int:
-        """0 when nothing failed, 1 when a worker failed, 3 when deliveries failed for good."""
+        """0 all sent, 1 a worker failed, 3 some deliveries failed, 4 none failed but some
+        still wait (retry)."""
         if self.errors:
-            return 1
-        return 3 if self.counts.failed else 0
+            return EXIT_ERROR
+        if self.counts.failed:
+            return EXIT_SOME_FAILED
+        if self.counts.unfinished and self.status == IssueStatus.SENDING:
+            return EXIT_SOME_PENDING
+        return EXIT_OK
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One reason deliveries did not go out, with how many rows it applies to."""
+
+    text: str
+    count: int
+
+
+def _reason_text(code: int | None, reply: str) -> str:
+    """A reply with addresses masked, so that one cause is counted once."""
+    text = _GAVE_UP.sub("", reply.strip()) or "no reply"
+    text = _ADDRESS.sub("<address>", text)
+    if code is not None and not text.startswith(str(code)):
+        text = f"{code} {text}"
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def top_reasons(rows: list[tuple[int | None, str, int]],
+                limit: int = TOP_REASONS) -> tuple[Reason, ...]:
+    """The most frequent reasons among (code, reply, count) rows."""
+    tally: Counter[str] = Counter()
+    for code, reply, count in rows:
+        tally[_reason_text(code, reply)] += count
+    return tuple(Reason(text, count) for text, count in tally.most_common(limit))
+
+
+class OutcomeDetails(TypedDict):
+    """The SendSummary fields about unsuccessful rows."""
+
+    failed_reasons: tuple[Reason, ...]
+    pending_reasons: tuple[Reason, ...]
+    retryable: int
+
+
+def outcome_details(session: Session, issue_id: int) -> OutcomeDetails:
+    """The reasons and retryable count of an issue's unsuccessful rows, as SendSummary fields."""
+    return {
+        "failed_reasons": top_reasons(
+            retries.reply_counts(session, issue_id, DeliveryStatus.FAILED)),
+        "pending_reasons": top_reasons(
+            retries.reply_counts(session, issue_id, DeliveryStatus.PENDING)),
+        "retryable": retries.retryable_counts(session, [issue_id]).get(issue_id, 0),
+    }

@@ -42,30 +42,47 @@ from digest.sending.results import Progress, SendSummary
 from digest.store import issues as issue_store
 from digest.store import outbox
 from digest.store import subscribers as subscriber_store
-from digest.tokens import preferences_url, unsubscribe_url
+from digest.tokens import preferences_url, require_secret_key, unsubscribe_url
 
 
-def gate(report: CheckReport, *, force: bool) -> None:
-    """The send gate: errors always stop a send; overridable errors and warnings unless forced."""
+def gate(report: CheckReport, *, ignore_check: bool = False) -> None:
+    """The send gate: errors always stop a send, overridable errors unless the check is
+    ignored (--ignore-check); warnings never do.
+
+    Warnings (an image without alt text, an http:// link) are normal in real feeds, so they
+    are the caller's to show, not a reason to skip the week.
+    """
     if report.errors:
         raise CheckFailed(
             "the issue did not pass the check:\n  " + "\n  ".join(report.errors)
             + "\nfix these and run digest send again"
         )
-    if report.overridable and not force:
+    if report.overridable and not ignore_check:
         raise CheckFailed(
             "the check found what would hurt the sender's reputation:\n  "
             + "\n  ".join(report.overridable)
             + f"\nfix these, or re-run with {OVERRIDE_FLAG} to send anyway"
         )
-    if report.warnings and not force:
-        raise CheckFailed(
-            "the check has warnings:\n  " + "\n  ".join(report.warnings)
-            + "\nreview them (digest check) and re-run with --force to send anyway"
-        )
 
 
-
+def gate_verdict(report: CheckReport | None, *, ignore_check: bool = False) -> str:
+    """One sentence saying whether a real send would pass the gate, for --dry-run."""
+    if report is None:
+        return "The issue exists already, so a real send does not check it again."
+    if report.errors:
+        return (f"The check found {len(report.errors)} error(s): a real send would refuse "
+                "and send nothing.")
+    if report.overridable and ignore_check:
+        return (f"The check found {len(report.overridable)} error(s) that {OVERRIDE_FLAG} "
+                f"overrides: a real send with {OVERRIDE_FLAG} would go out anyway.")
+    if report.overridable:
+        return (f"The check found {len(report.overridable)} error(s): a real send would "
+                f"refuse and send nothing, unless given {OVERRIDE_FLAG}.")
+    if report.warnings or report.advisories:
+        count = len(report.warnings) + len(report.advisories)
+        return (f"The check found {count} warning(s) and no error: a real send "
+                "would go out and print the warnings.")
+    return "The check passed: a real send would go out."
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +166,13 @@ def send_issue(
     content: IssueContent | None = None,
     options: IssueOptions | None = None,
     backend: BaseBackend | None = None,
-    force: bool = False,
+    ignore_check: bool = False,
     check: bool = True,
     rate: float | None = None,
     worker_id: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_check: Callable[[CheckReport], None] | None = None,
+    on_created: Callable[[int, str, int], None] | None = None,
     retry_wait: float = DEFAULT_RETRY_WAIT,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     workers: int = 1,
@@ -162,14 +180,18 @@ def send_issue(
 ) -> SendSummary:
     """Create (or resume) the issue for window and deliver it; the library face of digest send.
 
-    A new issue passes the check first (errors always stop it, warnings unless force). The
+    A new issue passes the check first (errors stop it unless ignore_check). The
     backend is opened before anything is written, so a wrong host or password fails with
     BackendConfigError and no row. Give window, or content (its window is used). With
     ``workers`` > 1 (PostgreSQL only) that many sender processes deliver it side by side.
     clock is the time every due, lease and retry moment is measured against (worker
     processes read the real clock).
+    on_created(number, label, deliveries) is called once the issue is created, before the
+    first batch goes out.
     """
     check_workers(db, workers)
+    # A missing or weak signing key fails here, before the issue is frozen or a row claimed.
+    require_secret_key(settings)
     if window is None:
         if content is None:
             raise InputError("send_issue needs a window or the issue content")
@@ -180,7 +202,7 @@ def send_issue(
     if prepared.report is not None:
         if on_check is not None:
             on_check(prepared.report)
-        gate(prepared.report, force=force)
+        gate(prepared.report, ignore_check=ignore_check)
     if prepared.existing is not None and prepared.existing.status != IssueStatus.SENDING:
         return summarise(db, prepared.existing)
     if prepared.existing is None and prepared.subscribers == 0:
@@ -205,6 +227,10 @@ def send_issue(
         issue = prepared.existing
         if issue is None:
             issue, created = create_issue(db, settings, window, prepared.content, now=clock())
+            if created and on_created is not None:
+                with db.read() as session:
+                    total = outbox.counts(session, issue.id).total
+                on_created(issue.number, issue.label, total)
         if workers > 1:
             # The workers open their own connections; this one only proved the settings.
             backend.close()
@@ -323,6 +349,7 @@ def send_test(
     The copy is personalised as that subscriber if the address is on the list, else as a
     sample reader whose links lead nowhere.
     """
+    require_secret_key(settings)
     prepared = prepare(db, settings, window, content=content, options=options, check=False)
     key = to.strip().lower()
     with db.read() as session:
