@@ -10,7 +10,6 @@ the date it got the first time (see ``store.articles.upsert_articles``).
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -33,6 +32,7 @@ import nh3
 from sqlalchemy.exc import IntegrityError
 
 from digest import __version__
+from digest.csvrows import read_rows
 from digest.db import Database
 from digest.errors import InputError
 from digest.store import articles as store
@@ -375,22 +375,21 @@ def parse_csv(data: bytes, name: str) -> ParsedSource:
     # programs in many locales write them. (csv.Sniffer guesses from prose in the rows.)
     first = text.split("\n", 1)[0]
     delimiter = max(",;\t", key=first.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{name}: the CSV file is empty")
-        columns = [_key(column) for column in header]
-        has_link = any(column in _ALIASES["url"] for column in columns)
-        if "title" not in columns or not has_link:
-            found = _clip(_line(", ".join(header)), 120) or "nothing"
-            raise InputError(
-                f"{name}: the first line must be a header naming a title and a url (or "
-                f"link) column; it reads: {found}"
-            )
-        rows = [dict(zip(columns, row, strict=False)) for row in reader]
-    except csv.Error as exc:
-        raise InputError(f"{name}: not valid CSV (line {reader.line_num}: {exc})") from None
+    # Strict: an unbalanced quote fails naming its line instead of swallowing later rows.
+    reader = read_rows(text, delimiter, name)
+    opening = next(reader, None)
+    if opening is None:
+        raise InputError(f"{name}: the CSV file is empty")
+    header = opening[1]
+    columns = [_key(column) for column in header]
+    has_link = any(column in _ALIASES["url"] for column in columns)
+    if "title" not in columns or not has_link:
+        found = _clip(_line(", ".join(header)), 120) or "nothing"
+        raise InputError(
+            f"{name}: the first line must be a header naming a title and a url (or "
+            f"link) column; it reads: {found}"
+        )
+    rows = [dict(zip(columns, row, strict=False)) for _, row in reader]
     return normalise_records(rows, name, "csv")
 
 

@@ -187,15 +187,18 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work."""
-        try:
-            ZoneInfo(self.timezone)
-            if self.schedule_timezone:
-                ZoneInfo(self.schedule_timezone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigError(
-                f"unknown time zone {exc.args[0] if exc.args else ''!r}: use an IANA name "
-                "such as Europe/London or America/New_York"
-            ) from None
+        for name in ("timezone", "schedule_timezone"):
+            zone = getattr(self, name)
+            if name == "schedule_timezone" and not zone:
+                continue
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError, TypeError):
+                # zoneinfo's own message is "No time zone found with key …": name the zone.
+                raise ConfigError(
+                    f"unknown time zone {zone!r} ({name}): use an IANA name such as "
+                    "Europe/London or America/New_York"
+                ) from None
         if self.schedule_weekday.lower() not in WEEKDAYS:
             raise ConfigError(
                 f"schedule_weekday {self.schedule_weekday!r} is not a weekday name; "
@@ -300,6 +303,15 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Settings)
 
 
+_KIND_NAMES: dict[Any, str] = {
+    str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+    tuple[str, ...]: "a list of strings",
+}
+_TOML_TYPES: dict[type, str] = {
+    str: "string", int: "number", float: "number", bool: "boolean", list: "list", dict: "table",
+}
+
+
 def _coerce(name: str, value: Any, kind: Any, origin: str) -> Any:
     """Turn a TOML value or an environment string into the field's type."""
     try:
@@ -327,12 +339,20 @@ def _coerce(name: str, value: Any, kind: Any, origin: str) -> Any:
                 # Environment lists are comma separated: DIGEST_SECRET_KEY=new,old
                 return tuple(part.strip() for part in value.split(",") if part.strip())
             if isinstance(value, list | tuple):
+                if not all(isinstance(v, str | int | float) and not isinstance(v, bool)
+                           for v in value):
+                    raise ValueError(value)
                 return tuple(str(v) for v in value)
             raise ValueError(value)
     except (TypeError, ValueError):
+        expected = _KIND_NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+        if name in SECRET_FIELDS:
+            # A mistyped secret is still a secret: name its type, never its value.
+            shown = f"a {_TOML_TYPES.get(type(value), type(value).__name__)} (value hidden)"
+        else:
+            shown = repr(value)
         raise ConfigError(
-            f"{name} from {origin} has an invalid value {value!r}: "
-            f"expected {getattr(kind, '__name__', str(kind))}"
+            f"{name} from {origin} has an invalid value {shown}: expected {expected}"
         ) from None
     raise ConfigError(f"{name}: unsupported setting type {kind!r}")  # pragma: no cover
 
@@ -371,10 +391,21 @@ def load_settings(
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(
+                f"settings file {path} (--config) "
+                + ("is a folder" if path.is_dir() else "does not exist")
+                + "; fix the path, or leave out --config to use ./digest.toml"
+            )
     else:
-        explicit = env.get(ENV_PREFIX + "CONFIG")
+        explicit = env.get(ENV_PREFIX + "CONFIG", "").strip()
         path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+        if explicit and not path.is_file():
+            # Silently using defaults would send with the wrong settings (or none).
+            raise ConfigError(
+                f"DIGEST_CONFIG names the settings file {path}, which "
+                + ("is a folder" if path.is_dir() else "does not exist")
+                + "; fix the path, or unset DIGEST_CONFIG to use ./digest.toml"
+            )
         if not path.is_file():
             path = None
     if path is not None:

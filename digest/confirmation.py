@@ -91,7 +91,7 @@ def build_confirmation(
     text = env.get_template(TEXT_TEMPLATE).render(values)
     html = env.get_template(HTML_TEMPLATE).render(values)
 
-    address = normalise(subscriber.email)
+    address = normalise(subscriber.email, lookup=True)
     recipient = address.ascii or address.email
     domain = settings.from_email.rpartition("@")[2] or "localhost"
     message = EmailMessage()

@@ -102,8 +102,14 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             f"database URL {mask_url(url)!r} is not valid; use sqlite:///path.db or "
             "postgresql+psycopg://user@host/dbname"
         ) from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"database URL {mask_url(url)!r} is for {backend!r}; digest supports only SQLite "
+            "(sqlite:///subscribers.db) and PostgreSQL (postgresql+psycopg://user@host/dbname)"
+        )
     try:
-        if parsed.get_backend_name() == "sqlite":
+        if backend == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
                 folder = Path(database).expanduser().resolve().parent

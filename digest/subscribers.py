@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from email_validator.syntax import validate_email_local_part
 from sqlalchemy.orm import Session
 
+from digest.csvrows import read_rows
 from digest.errors import InputError, NotFoundError
 from digest.local_time import clean_zone
 from digest.models import Subscriber, SubscriberStatus, Suppression, utcnow
@@ -68,17 +68,47 @@ class Address:
         return email_hash(self.key)
 
 
-def normalise(address: str) -> Address:
-    """Validate and normalise an address; InputError says why it is not valid."""
+#: RFC 5321 §4.5.3.1.1: at most 64 octets before the @.
+LOCAL_PART_MAX = 64
+
+
+def normalise(address: str, *, lookup: bool = False) -> Address:
+    """Validate and normalise an address; InputError says why it is not valid.
+
+    By default this is the rule for a *new* address, at every door (form, webhook, CLI add,
+    import, --to): besides email-validator's syntax it refuses a local part over 64 octets
+    and one with non-ASCII characters, which would need SMTPUTF8 (RFC 6531) from every
+    server on the way and then fail for good at each send. ``lookup=True`` only checks the
+    syntax, to find, remove, erase or suppress an address stored before this rule.
+    """
     text = address.strip()
     try:
         fast = _normalise_simple(text)
-        if fast is not None:
-            return fast
-        valid = validate_email(text, check_deliverability=False)
+        if fast is None:
+            valid = validate_email(text, check_deliverability=False)
+            fast = Address(email=valid.normalized, key=valid.normalized.lower(),
+                           ascii=valid.ascii_email)
     except EmailNotValidError as exc:
         raise InputError(f"{text!r} is not a valid email address: {exc}") from None
-    return Address(email=valid.normalized, key=valid.normalized.lower(), ascii=valid.ascii_email)
+    if not lookup:
+        _check_local_part(text, fast.email.rpartition("@")[0])
+    return fast
+
+
+def _check_local_part(text: str, local: str) -> None:
+    """Refuse what validates but cannot be delivered by digest (see normalise)."""
+    if not local.isascii():
+        odd = "".join(dict.fromkeys(c for c in local if not c.isascii()))
+        raise InputError(
+            f"{text!r} has non-ASCII characters before the @ ({odd}); digest cannot send to "
+            "such addresses (they need SMTPUTF8 on every server on the way): use an address "
+            "with only ASCII letters, digits and punctuation before the @"
+        )
+    if len(local.encode()) > LOCAL_PART_MAX:
+        raise InputError(
+            f"{text!r} has {len(local.encode())} characters before the @; RFC 5321 allows "
+            f"at most {LOCAL_PART_MAX}, so mail servers refuse it"
+        )
 
 
 # Plain ASCII dot-atom@hostname addresses, short enough that no length limit can apply.
@@ -113,7 +143,7 @@ def _normalise_simple(text: str) -> Address | None:
 
 def envelope_address(email: str) -> str:
     """The address to put in SMTP commands and headers: IDNA domain when the local part is ASCII."""
-    address = normalise(email)
+    address = normalise(email, lookup=True)
     return address.ascii or address.email
 
 
@@ -181,7 +211,7 @@ class AddResult:
 
 def get(session: Session, email: str) -> Subscriber:
     """The subscriber with this address in any case; NotFoundError if there is none."""
-    address = normalise(email)
+    address = normalise(email, lookup=True)
     subscriber = store.get_by_key(session, address.key)
     if subscriber is None:
         raise NotFoundError(f"{address.email} is not on the list")
@@ -378,65 +408,61 @@ def parse_csv(
     if "\x00" in text:
         raise InputError(f"{source_name} is not a CSV file (it contains NUL bytes)")
     first_line = text.split("\n", 1)[0]
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(first_line))
-    try:
-        header = next(reader, None)
-        if header is None:
-            raise InputError(f"{source_name} is empty; the first line must be e.g. email,name")
-        names = [h.strip().lower() for h in header]
-        if "email" not in names:
-            found = ", ".join(repr(n) for n in names[:6]) or "nothing"
-            raise InputError(
-                f"{source_name} has no 'email' column in its first line (found {found}); "
-                "the first line must name the columns, e.g. email,name,sections"
+    reader = read_rows(text, _sniff_delimiter(first_line), source_name, multiline=False)
+    first = next(reader, None)
+    if first is None:
+        raise InputError(f"{source_name} is empty; the first line must be e.g. email,name")
+    names = [h.strip().lower() for h in first[1]]
+    if "email" not in names:
+        found = ", ".join(repr(n) for n in names[:6]) or "nothing"
+        raise InputError(
+            f"{source_name} has no 'email' column in its first line (found {found}); "
+            "the first line must name the columns, e.g. email,name,sections"
+        )
+    index = {name: names.index(name) for name in ("email", "name", "sections", "status")
+             if name in names}
+    width = len(names)
+    parsed = ParsedImport(columns=tuple(c for c in ("name", "sections") if c in index))
+    lines: dict[str, int] = {}
+    i_email = index["email"]
+    i_name = index.get("name")
+    i_sections = index.get("sections")
+    i_status = index.get("status")
+    for line, row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) > width:
+            parsed.invalid += 1
+            parsed._error(line, f"{len(row)} fields but the header has {width}")
+            continue
+        row = row + [""] * (width - len(row))
+        try:
+            address = normalise(_uncell(row[i_email]))
+            status = ""
+            if i_status is not None:
+                status = row[i_status].strip().lower()
+                if status and status not in _IMPORT_STATUSES:
+                    raise InputError(
+                        f"unknown status {status!r}; use one of "
+                        + ", ".join(sorted(_IMPORT_STATUSES))
+                    )
+            sections = (
+                resolve_sections(split_sections(row[i_sections]), known_sections)
+                if i_sections is not None else []
             )
-        index = {name: names.index(name) for name in ("email", "name", "sections", "status")
-                 if name in names}
-        width = len(names)
-        parsed = ParsedImport(columns=tuple(c for c in ("name", "sections") if c in index))
-        lines: dict[str, int] = {}
-        i_email = index["email"]
-        i_name = index.get("name")
-        i_sections = index.get("sections")
-        i_status = index.get("status")
-        for row in reader:
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) > width:
-                parsed.invalid += 1
-                parsed._error(line, f"{len(row)} fields but the header has {width}")
-                continue
-            row = row + [""] * (width - len(row))
-            try:
-                address = normalise(_uncell(row[i_email]))
-                status = ""
-                if i_status is not None:
-                    status = row[i_status].strip().lower()
-                    if status and status not in _IMPORT_STATUSES:
-                        raise InputError(
-                            f"unknown status {status!r}; use one of "
-                            + ", ".join(sorted(_IMPORT_STATUSES))
-                        )
-                sections = (
-                    resolve_sections(split_sections(row[i_sections]), known_sections)
-                    if i_sections is not None else []
-                )
-            except InputError as exc:
-                parsed.invalid += 1
-                parsed._error(line, str(exc))
-                continue
-            previous = lines.get(address.key)
-            if previous is not None:
-                parsed.duplicates += 1
-                parsed._error(previous, f"same address as line {line}, which is used")
-            lines[address.key] = line
-            parsed.rows[address.key] = store.ImportRow(
-                address.email, address.key,
-                clean_name(_uncell(row[i_name])) if i_name is not None else "", sections, status,
-            )
-    except csv.Error as exc:
-        raise InputError(f"{source_name} is not a valid CSV file: {exc}") from None
+        except InputError as exc:
+            parsed.invalid += 1
+            parsed._error(line, str(exc))
+            continue
+        previous = lines.get(address.key)
+        if previous is not None:
+            parsed.duplicates += 1
+            parsed._error(previous, f"same address as line {line}, which is used")
+        lines[address.key] = line
+        parsed.rows[address.key] = store.ImportRow(
+            address.email, address.key,
+            clean_name(_uncell(row[i_name])) if i_name is not None else "", sections, status,
+        )
     return parsed
 
 
@@ -513,7 +539,7 @@ def export_csv(session: Session, out: TextIO, status: str | None = None) -> int:
 
 def export_data(session: Session, email: str) -> dict[str, Any]:
     """Everything stored about one person (GDPR art. 15), as JSON-ready data."""
-    address = normalise(email)
+    address = normalise(email, lookup=True)
     subscriber = store.get_by_key(session, address.key)
     suppressed = store.suppression(session, address.hash)
     emails = {address.email, address.key}
@@ -573,7 +599,7 @@ def erase(session: Session, email: str, now: datetime | None = None) -> EraseRep
     The hash stops a later import or sign-up form from silently adding them back.
     """
     now = now or utcnow()
-    address = normalise(email)
+    address = normalise(email, lookup=True)
     subscriber = store.get_by_key(session, address.key, for_update=True)
     emails = {address.email, address.key}
     subscriber_id = None
@@ -595,7 +621,7 @@ def suppress(
 ) -> Subscriber | None:
     """Stop mail to an address for good (bounce, complaint): status plus a suppression entry."""
     now = now or utcnow()
-    address = normalise(email)
+    address = normalise(email, lookup=True)
     store.add_suppressions(session, [(address.hash, reason)], now)
     subscriber = store.get_by_key(session, address.key, for_update=True)
     if subscriber is not None:
@@ -673,7 +699,7 @@ def confirm(session: Session, data: TokenData, now: datetime | None = None) -> S
     """Confirm a pending subscription (double opt-in); None if the link no longer applies."""
     now = now or utcnow()
     subscriber = by_token(session, data, for_update=True)
-    if subscriber is None or is_suppressed(session, normalise(subscriber.email)):
+    if subscriber is None or is_suppressed(session, normalise(subscriber.email, lookup=True)):
         return None
     if subscriber.status == Status.ACTIVE:
         return subscriber
@@ -728,7 +754,7 @@ def apply_event(session: Session, event_type: str, email: str, now: datetime | N
     action = EVENT_ACTIONS.get(event_type.strip().lower())
     if action is None:
         return "ignored"  # deferred, delivered, opened, …: nothing to change
-    address = normalise(email)
+    address = normalise(email, lookup=True)
     if action == "unsubscribed":
         subscriber = store.get_by_key(session, address.key, for_update=True)
         if subscriber is not None and subscriber.status in store.JOINED:

@@ -27,7 +27,7 @@ from tests.conftest import (
 from tests.smtp_server import SMTPTestServer
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
-SEND = ["send", "--week", "2025-W47", "--force"]
+SEND = ["send", "--week", "2025-W47", "--ignore-check"]
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

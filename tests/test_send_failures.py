@@ -58,7 +58,7 @@ def test_a_run_that_leaves_rows_waiting_exits_4_with_the_reason(
         smtp_server.reply_to_rcpt(f"r{n}@example.com", "452 4.3.1 Insufficient system storage")
     result = runner.invoke(main, [*WEEK, "--quiet"], env={**env, "DIGEST_SEND_MAX_ATTEMPTS": "5"})
     assert result.exit_code == 4, result.output
-    assert result.output.startswith("Issue 1 (2025-W47): 0 sent, 0 failed, 10 pending\n"
+    assert result.stdout.startswith("Issue 1 (2025-W47): 0 sent, 0 failed, 10 pending\n"
                                     "Waiting for a retry, top reasons:\n"
                                     "      10 × 452 4.3.1 Insufficient system storage\n")
     help_text = runner.invoke(main, ["send", "--help"]).output

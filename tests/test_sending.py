@@ -534,7 +534,8 @@ def test_rate_50_per_second_over_500_messages(
     """--rate 50/s: the measured rate of 500 messages handed to SMTP stays within 5 % of 50/s."""
     db = Database(sqlite_url)
     config = smtp_settings(Settings(database_url=sqlite_url, secret_key=("rate-test-secret-key",),
-                                    postal_address="1 Example Street"), smtp_server)
+                                    postal_address="1 Example Street",
+                                    base_url="https://news.example.org"), smtp_server)
     window = send_window(config)
     seed_articles(db, window, 2)
     seed_subscribers(db, 500)

@@ -64,8 +64,10 @@ def test_normalise_unicode_domain_and_its_idna_form_are_one_address() -> None:
     assert subscribers.envelope_address("leser@bücher.example") == "leser@xn--bcher-kva.example"
 
 
-def test_internationalised_local_part_has_no_ascii_form() -> None:
-    address = subscribers.normalise("Jürgen@example.org")
+def test_internationalised_local_part_is_refused_for_new_addresses_but_found_if_stored() -> None:
+    with pytest.raises(InputError, match="non-ASCII characters before the @ \\(ü\\)"):
+        subscribers.normalise("Jürgen@example.org")
+    address = subscribers.normalise("Jürgen@example.org", lookup=True)
     assert address.ascii is None
     assert address.key == "jürgen@example.org"
 
@@ -95,6 +97,8 @@ def test_fast_path_agrees_with_email_validator(local: str, domain: str) -> None:
     try:
         valid = validate_email(text, check_deliverability=False)
         expected: tuple[str, str | None] | None = (valid.normalized, valid.ascii_email)
+        if len(valid.local_part) > 64:  # RFC 5321's limit, which digest adds at the door
+            expected = None
     except EmailNotValidError:
         expected = None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+import wcwidth
 
 from digest.cli import AppContext, pass_app
 from digest.models import Article
@@ -61,11 +62,24 @@ def import_cmd(
         click.echo(report.total_line())
 
 
+def _width(text: str) -> int:
+    """Terminal columns text takes: an emoji or a CJK character takes two, a combining mark none."""
+    return max(wcwidth.wcswidth(text), 0)
+
+
 def _cell(text: str, width: int) -> str:
-    """text padded or cut to width, with an ellipsis when cut."""
-    if len(text) > width:
-        text = text[: width - 1] + "…"
-    return f"{text:<{width}}"
+    """text padded or cut to width terminal columns, with an ellipsis when cut."""
+    if _width(text) > width:
+        kept: list[str] = []
+        used = 0
+        # Cut between whole graphemes, so that an emoji sequence is never split.
+        for grapheme in wcwidth.iter_graphemes(text):
+            used += _width(grapheme)
+            if used > width - 1:
+                break
+            kept.append(grapheme)
+        text = "".join(kept) + "…"
+    return text + " " * (width - _width(text))
 
 
 @click.command("articles")

@@ -163,6 +163,7 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
     from digest import sending
     from digest.issues import window_for
     from digest.ratelimit import parse_rate
+    from digest.subscribers import normalise
     from digest.tokens import require_secret_key
 
     settings = app.settings
@@ -181,6 +182,9 @@ def send(app: AppContext, week: str | None, since: str | None, until: str | None
             "--retry-failed names its issue itself (--retry-failed 2025-W47); drop "
             "--if-due/--dry-run/--to/--week/--since/--until"
         )
+    if to:
+        # The address first: a typo is an input error, not a problem with a subscriber.
+        normalise(to)
     limit = parse_rate(rate) if rate else None
     if workers != 1:
         try:
