@@ -77,7 +77,7 @@ def seed(db: Database, window: Window, subscribers: int, articles: int) -> None:
 
 
 def settings_for(url: str) -> Settings:
-    return Settings(database_url=url, secret_key=("bench-secret",),
+    return Settings(database_url=url, secret_key=("bench-secret-key-0123",),
                     postal_address="1 Example Street", base_url="https://news.example.org",
                     from_email="weekly@news.example.org")
 

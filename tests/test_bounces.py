@@ -117,7 +117,8 @@ def test_forged_or_rekeyed_verp_addresses_do_not_verify(bounce_settings: Setting
     assert verp.decode(bounce_settings, forge(address)) == verp.VerpAddress(12, False)
     assert verp.decode(bounce_settings, "bounces+whatever@news.example.org") == (
         verp.VerpAddress(None, False))
-    rotated = bounce_settings.replace(secret_key=("brand-new-key", *bounce_settings.secret_key))
+    rotated = bounce_settings.replace(
+        secret_key=("brand-new-key-0001", *bounce_settings.secret_key))
     assert verp.decode(rotated, address) == verp.VerpAddress(12, True)
     stranger = bounce_settings.replace(secret_key=("someone-elses-key",))
     assert verp.decode(stranger, address) == verp.VerpAddress(12, False)

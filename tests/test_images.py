@@ -90,7 +90,7 @@ def env(tmp_path: Path, image_host: ImageHost) -> dict[str, str]:
     db.dispose()
     return {
         "DIGEST_DATABASE_URL": url,
-        "DIGEST_SECRET_KEY": "images-test-key",
+        "DIGEST_SECRET_KEY": "images-test-key-0123",
         "DIGEST_POSTAL_ADDRESS": "1 Example Street, Springfield",
         "DIGEST_BASE_URL": "https://news.example.org",
         "DIGEST_FROM_EMAIL": "weekly@news.example.org",

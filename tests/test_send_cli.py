@@ -197,7 +197,7 @@ def test_check_warnings_are_printed_and_do_not_stop_the_send(
     result = runner.invoke(main, [*WEEK, "--quiet"], env=env)
     assert result.exit_code == 0, result.output
     # --quiet still prints them: cron mails what a command prints.
-    assert "warning: 2 link(s) or image(s) use http:// rather than https://" in result.output
+    assert "link(s) or image(s) use http:// rather than https://" in result.output
     assert "Issue 1 (2025-W47): 10 sent, 0 failed, 0 pending" in result.output
     assert len(MemoryBackend.outbox) == 10
 
