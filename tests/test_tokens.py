@@ -198,7 +198,8 @@ def test_webhook_signature() -> None:
 @given(
     subscriber_id=st.integers(min_value=-(2**63), max_value=2**63),
     email_key=st.text(max_size=80),
-    keys=st.lists(st.text(min_size=16, max_size=40).filter(lambda k: len(k.strip()) >= 16), min_size=1, max_size=3),
+    keys=st.lists(st.text(min_size=16, max_size=40).filter(lambda k: len(k.strip()) >= 16),
+                  min_size=1, max_size=3),
 )
 def test_links_are_the_tokens_itsdangerous_issues(
     subscriber_id: int, email_key: str, keys: list[str]
