@@ -1,7 +1,8 @@
 """Rendering benchmark: MJML compile time per issue, personalisation rate, whitespace saving.
 
 Example:
-    .venv/bin/python bench/bench_render.py --per-section 4 --repeat 15 --messages 50000
+    .venv/bin/python bench/bench_render.py --per-section 4 --repeat 15 --messages 50000 \
+        --layout cards
 """
 
 from __future__ import annotations
@@ -68,12 +69,15 @@ def main() -> None:
     parser.add_argument("--more", type=int, default=8, help="articles in 'more stories'")
     parser.add_argument("--repeat", type=int, default=15, help="compiles to take the median of")
     parser.add_argument("--messages", type=int, default=50_000, help="recipients to personalise")
+    parser.add_argument("--layout", choices=("cards", "full"), default="cards",
+                        help="the layout setting to render")
     args = parser.parse_args()
 
     settings = Settings(
         base_url="https://news.example.org",
         postal_address="1 Example Street, Springfield 12345",
         utm_source="digest",
+        layout=args.layout,
     )
     content = make_content(args.per_section, args.more)
 
@@ -105,7 +109,8 @@ def main() -> None:
         out_bytes += len(html_body) + len(text_body)
     elapsed = time.perf_counter() - started
 
-    print(f"articles: {content.article_count} ({args.per_section}/section, {args.more} more)")
+    print(f"articles: {content.article_count} ({args.per_section}/section, {args.more} more), "
+          f"layout {args.layout}")
     print(
         f"compile (Jinja+MJML+post-process), median of {args.repeat}: "
         f"{statistics.median(totals) * 1000:.1f} ms"
