@@ -109,7 +109,7 @@ def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settin
     """Check a compiled issue variant before sending; errors mean it must not go out."""
     report = CheckReport()
     errors, warnings, notes = report.errors, report.warnings, report.notes
-    check_reputation(compiled, settings, report)
+    check_reputation(compiled, settings, report, content.label)
 
     if content.is_empty:
         errors.append("The issue has no articles; import articles or widen the window.")
@@ -232,11 +232,12 @@ def check_issue(compiled: CompiledIssue, content: IssueContent, settings: Settin
     return report
 
 
-def _list_unsubscribe_uris(compiled: CompiledIssue, settings: Settings) -> list[str]:
+def _list_unsubscribe_uris(compiled: CompiledIssue, settings: Settings, label: str) -> list[str]:
     """The URIs of the List-Unsubscribe header the message builder really writes."""
     from digest.message import MessageTemplate, make_message_id
 
-    template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings)
+    template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings,
+                               issue=label)
     reader = dataclasses.replace(sample_recipient(settings), email="reader@example.com")
     data = template.build(reader, make_message_id("check.invalid"))
     header = message_from_bytes(data, policy=compat32).get("List-Unsubscribe", "")
@@ -244,14 +245,15 @@ def _list_unsubscribe_uris(compiled: CompiledIssue, settings: Settings) -> list[
     return [part.strip().strip("<>").strip() for part in str(header).split(",") if part.strip()]
 
 
-def check_reputation(compiled: CompiledIssue, settings: Settings, report: CheckReport) -> None:
+def check_reputation(compiled: CompiledIssue, settings: Settings, report: CheckReport,
+                     label: str = "") -> None:
     """What would cost the sender's domain the inbox: http unsubscribe links, misaligned DKIM.
 
     Gmail and Yahoo (since 2024) and Outlook.com (since May 2025) reject bulk mail without
     https one-click unsubscribe (RFC 8058 §3.1) or with DKIM that does not align with From.
     """
     try:
-        uris = _list_unsubscribe_uris(compiled, settings)
+        uris = _list_unsubscribe_uris(compiled, settings, label)
     except DigestError as exc:
         report.errors.append(f"The message cannot be built: {exc}")
         return

@@ -55,6 +55,10 @@ class Settings:
     timezone: str = "UTC"
     list_id: str = ""
     list_unsubscribe_mailto: str = ""
+    # Feedback-ID header (Gmail's Feedback Loop); "" sends none. Sender id default: the From
+    # organisational domain.
+    feedback_id: str = "{campaign}:{issue}:{list}:{sender}"
+    feedback_id_sender: str = ""
 
     # Selection
     sections: tuple[str, ...] = ()

@@ -40,8 +40,10 @@ DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 # header after signing.
 _DKIM_HEADERS = (
     "from", "reply-to", "to", "subject", "date", "message-id", "list-id",
-    "list-unsubscribe", "list-unsubscribe-post", "mime-version", "content-type",
+    "list-unsubscribe", "list-unsubscribe-post", "list-archive", "feedback-id",
+    "mime-version", "content-type",
     "from", "reply-to", "to", "subject", "list-unsubscribe", "list-unsubscribe-post",
+    "list-archive", "feedback-id",
 )
 
 # PKCS#8 wrapper of an Ed25519 private key (RFC 8410 §7): this prefix, then the 32-byte seed.

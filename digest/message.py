@@ -16,12 +16,11 @@ from email.utils import format_datetime, parseaddr
 from digest.config import Settings
 from digest.dkim import DKIM_ALGORITHMS, DkimSigner, body_hash
 from digest.errors import ConfigError, InputError
+from digest.list_headers import feedback_id, list_archive_url, unsubscribe_mailto
 from digest.mail.base import OutgoingMessage
 from digest.mime import (
     CRLF,
     LIST_ID_RE,
-    MAILTO_URI_RE,
-    MAX_URI,
     MSGID_RE,
     address_problem,
     check_address,
@@ -80,6 +79,7 @@ class MessageTemplate:
         settings: Settings,
         *,
         signer: DkimSigner | None = None,
+        issue: str = "",
     ) -> None:
         self.settings = settings
         self.subject = clean_header_text(subject)
@@ -91,18 +91,16 @@ class MessageTemplate:
         self._date_cache: tuple[int, bytes] = (-1, b"")
         self._body_hash: bytes | None = None
 
-        mailto = settings.list_unsubscribe_mailto.strip()
+        mailto = unsubscribe_mailto(settings)
         if mailto:
-            if not mailto.lower().startswith("mailto:"):
-                mailto = "mailto:" + mailto
-            if len(mailto) > MAX_URI or not MAILTO_URI_RE.fullmatch(mailto):
-                raise ConfigError(
-                    f"list_unsubscribe_mailto {settings.list_unsubscribe_mailto!r} is not a "
-                    "usable mailto URI; set it to an address like unsubscribe@example.com"
-                )
             self._unsubscribe_tail = b">,\r\n <" + mailto.encode("ascii") + b">\r\n"
         else:
             self._unsubscribe_tail = b">\r\n"
+        # Both are checked values of safe ASCII (list_headers), constant for the variant.
+        list_headers = b"List-Archive: <" + list_archive_url(settings).encode("ascii") + b">\r\n"
+        feedback = feedback_id(settings, issue) if issue else ""
+        if feedback:
+            list_headers += b"Feedback-ID: " + feedback.encode("ascii") + CRLF
 
         list_id = settings.effective_list_id.strip()
         if not LIST_ID_RE.fullmatch(list_id) or len(list_id) > 255:
@@ -135,7 +133,8 @@ class MessageTemplate:
             list_id_header(clean_header_text(settings.newsletter_name), list_id),
             "list-unsubscribe",
             # RFC 8058 §3.1: one-click unsubscribe by POST to the List-Unsubscribe https URI.
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            list_headers,
             # Precedence is non-standard (RFC 2076), but Google's older bulk-sender guidelines
             # asked for it and vacation responders still skip "bulk" mail (RFC 3834 §2). No
             # Auto-Submitted: RFC 3834 §5 means it for machine-generated notices, not an

@@ -49,7 +49,8 @@ class Preview:
             from digest.message import MessageTemplate, make_message_id
 
             compiled = self.compiled
-            template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings)
+            template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings,
+                                       issue=self.content.label)
             domain = settings.from_email.rpartition("@")[2] or "localhost"
             return template.build(self.recipient, make_message_id(domain))
         raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")

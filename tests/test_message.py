@@ -39,7 +39,7 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
 DATE = datetime(2024, 5, 17, 9, 30, tzinfo=UTC)
 SUBJECT = "The Weekly Digest: Café prices fall — and 3 more"
 BASE_HEADERS = {
-    "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe",
+    "From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe", "List-Archive",
     "List-Unsubscribe-Post", "Precedence", "MIME-Version", "Content-Type",
 }
 
@@ -117,9 +117,11 @@ def stdlib_message(settings: Settings, subject: str, person: Recipient,
     msg["List-Id"] = f"{settings.newsletter_name} <{settings.effective_list_id}>"
     unsubscribe = f"<{person.unsubscribe_url}>"
     if settings.list_unsubscribe_mailto:
-        unsubscribe += f", <mailto:{settings.list_unsubscribe_mailto}>"
+        unsubscribe += (f", <mailto:{settings.list_unsubscribe_mailto}"
+                        f"?subject=unsubscribe%20{settings.effective_list_id}>")
     msg["List-Unsubscribe"] = unsubscribe
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["List-Archive"] = f"<{settings.base_url}/archive>"
     msg["Precedence"] = "bulk"
     msg.set_content(TEXT_PART.fill(person), cte="quoted-printable")
     msg.add_alternative(HTML.fill(person), subtype="html", cte="quoted-printable")
@@ -145,7 +147,8 @@ def test_message_has_the_bulk_sender_headers_and_two_qp_parts(template: MessageT
     msg = parse(data)
     assert Counter(msg.keys()) == Counter(BASE_HEADERS | {"Reply-To"})
     assert str(msg["List-Unsubscribe"]) == (
-        "<https://digest.example.com/u/TOKEN-abc.def_123>, <mailto:unsubscribe@example.com>"
+        "<https://digest.example.com/u/TOKEN-abc.def_123>, "
+        "<mailto:unsubscribe@example.com?subject=unsubscribe%20weekly.example.com>"
     )
     assert str(msg["List-Unsubscribe-Post"]) == "List-Unsubscribe=One-Click"
     assert str(msg["List-Id"]) == "The Weekly Digest <weekly.example.com>"

@@ -7,6 +7,8 @@ import base64
 import re
 import shutil
 import subprocess
+from email import message_from_bytes
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +236,66 @@ def test_dns_prints_spf_dmarc_and_the_unsubscribe_hosts_without_lookups(
     assert "smtp_host is 127.0.0.1, a local relay" in local.output
     public = runner.invoke(main, ["dns"], env={**env, "DIGEST_SMTP_HOST": "93.184.216.34"})
     assert txt_value(public.output, "news.example.org") == b"v=spf1 ip4:93.184.216.34 ~all"
+
+
+# --- headers
+
+
+def dkim_tags(data: bytes) -> dict[str, str]:
+    header = message_from_bytes(data, policy=compat32)["DKIM-Signature"]
+    return dict(
+        part.strip().split("=", 1)
+        for part in re.sub(r"\s+", "", str(header)).split(";") if part
+    )
+
+
+def test_feedback_id_list_archive_and_the_mailto_subject_are_signed(
+    runner: CliRunner, env: dict[str, str], rsa_key: Path
+) -> None:
+    import dkim
+
+    env = {**env, "DIGEST_DKIM_DOMAIN": "news.example.org", "DIGEST_DKIM_SELECTOR": "s1",
+           "DIGEST_DKIM_PRIVATE_KEY": str(rsa_key),
+           "DIGEST_LIST_UNSUBSCRIBE_MAILTO": "leave@news.example.org",
+           # Header-breaking characters in a setting are replaced, never sent.
+           "DIGEST_UTM_CAMPAIGN": "autumn\r\nBcc: x@evil.example"}
+    record = txt_value(runner.invoke(main, ["dns"], env=env).output,
+                       "s1._domainkey.news.example.org")
+    sent = runner.invoke(main, ["send", *WEEK], env=env)
+    assert sent.exit_code == 0, sent.output
+    assert len(MemoryBackend.outbox) == 3
+    for message in MemoryBackend.outbox:
+        msg = message_from_bytes(message.data, policy=compat32)
+        assert msg["Feedback-ID"] == (
+            "autumn-Bcc-x-evil.example:2025-W47:weekly.news.example.org:example.org")
+        assert msg["List-Archive"] == "<https://news.example.org/archive>"
+        unsubscribe = re.sub(r"\s+", " ", msg["List-Unsubscribe"])
+        assert re.fullmatch(
+            r"<https://news\.example\.org/u/[^>]+>, "
+            r"<mailto:leave@news\.example\.org\?subject=unsubscribe%20weekly\.news\.example\.org>",
+            unsubscribe,
+        ), unsubscribe
+        assert "Bcc" not in msg
+        signed = dkim_tags(message.data)["h"].lower().split(":")
+        for name in ("feedback-id", "list-archive", "list-unsubscribe",
+                     "list-unsubscribe-post", "list-id", "from"):
+            assert name in signed, (name, signed)
+        assert dkim.verify(message.data,
+                           dnsfunc=dns_stub("s1._domainkey.news.example.org", record))
+        # Changing a signed header breaks the signature.
+        forged = message.data.replace(b"Feedback-ID: autumn", b"Feedback-ID: winter", 1)
+        assert not dkim.verify(forged,
+                               dnsfunc=dns_stub("s1._domainkey.news.example.org", record))
+
+
+def test_feedback_id_is_configurable_and_checked(runner: CliRunner, env: dict[str, str]) -> None:
+    custom = {**env, "DIGEST_FEEDBACK_ID": "{issue}:{sender}", "DIGEST_FEEDBACK_ID_SENDER": "ex1"}
+    sent = runner.invoke(main, ["send", *WEEK], env=custom)
+    assert sent.exit_code == 0, sent.output
+    msg = message_from_bytes(MemoryBackend.outbox[0].data, policy=compat32)
+    assert msg["Feedback-ID"] == "2025-W47:ex1"
+
+    bad = runner.invoke(main, ["check", *WEEK], env={**env, "DIGEST_FEEDBACK_ID": "{reader}"})
+    assert bad.exit_code == 1
+    assert "feedback_id '{reader}' may use only {campaign}, {issue}, {list} and {sender}" \
+        in bad.output

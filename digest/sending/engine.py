@@ -111,7 +111,8 @@ class Sender:
         if variant not in self._templates:
             compiled = self.renderer.compile(content, variant)
             self._templates[variant] = None if compiled.is_empty else MessageTemplate(
-                compiled.subject, compiled.html, compiled.text, self.settings, signer=self.signer
+                compiled.subject, compiled.html, compiled.text, self.settings, signer=self.signer,
+                issue=content.label,
             )
         return self._templates[variant]
 

@@ -324,7 +324,7 @@ def dry_run(db: Database, settings: Settings, window: Window, *,
         size = 0
         if not compiled.is_empty:
             template = MessageTemplate(compiled.subject, compiled.html, compiled.text, settings,
-                                       signer=signer)
+                                       signer=signer, issue=prepared.content.label)
             size = len(template.build(sample, make_message_id(message_id_domain(settings))))
         variants.append(Variant(names, count, compiled.subject, size, compiled.is_empty))
     return DryRun(
@@ -362,7 +362,7 @@ def send_test(
     if compiled.is_empty:
         compiled = renderer.compile(prepared.content, None)
     template = MessageTemplate("[TEST] " + compiled.subject, compiled.html, compiled.text,
-                               settings)
+                               settings, issue=prepared.content.label)
     recipient = Recipient(
         email=to.strip(), name=name,
         unsubscribe_url=unsubscribe_url(settings, ident),
