@@ -152,6 +152,16 @@ class _Job:
     email_key: str
 
 
+#: The longest a submitted piece of work is held back.
+MAX_DELAY = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    not_before: float  # time.monotonic()
+    work: Callable[[], Confirmable | None]
+
+
 class ConfirmationMailer:
     """Records sign-ups and sends their confirmation emails on one background thread.
 
@@ -172,9 +182,7 @@ class ConfirmationMailer:
         self.settings = settings
         self.factory = factory
         self.background = background
-        self._queue: queue.Queue[Callable[[], Confirmable | None] | None] = queue.Queue(
-            maxsize=max_queue
-        )
+        self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -187,20 +195,21 @@ class ConfirmationMailer:
         job = _Job(subscriber.id, subscriber.email, subscriber.email_key)
         self.submit(lambda: job)
 
-    def submit(self, work: Callable[[], Confirmable | None]) -> None:
+    def submit(self, work: Callable[[], Confirmable | None], *, delay: float = 0.0) -> None:
         """Run work on the mailer's thread, then confirm the subscriber it returns, if any.
 
         The web app records a sign-up this way, after the response, so that whether the
         address is new (a row to write, an email to send) does not show in the response time.
-        When the queue is full the work runs at once and only the email is dropped: a sign-up
-        is never lost, the reader can ask again after the 24-hour cap.
+        delay holds the work back that many seconds at least. When the queue is full the work
+        runs at once and only the email is dropped: a sign-up is never lost, the reader can
+        ask again after the 24-hour cap.
         """
         if not self.background:
             self._handle(work)
             return
         self._start()
         try:
-            self._queue.put_nowait(work)
+            self._queue.put_nowait(_Work(time.monotonic() + delay, work))
         except queue.Full:
             subscriber = work()
             _log("confirmation_dropped", subscriber_id=subscriber.id if subscriber else None,
@@ -244,11 +253,14 @@ class ConfirmationMailer:
 
     def _run(self) -> None:
         while True:
-            message = self._queue.get()
+            item = self._queue.get()
             try:
-                if message is None:
+                if item is None:
                     return
-                self._handle(message)
+                wait = item.not_before - time.monotonic()
+                if wait > 0:
+                    time.sleep(min(wait, MAX_DELAY))
+                self._handle(item.work)
             except Exception as exc:  # keep the thread alive whatever a backend does
                 _log("confirmation_failed", error=f"{type(exc).__name__}: {exc}")
             finally:

@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -51,6 +52,8 @@ from digest.store import web as web_store
 log = logging.getLogger("digest.web")
 access_log = logging.getLogger("digest.access")
 
+#: Seconds (least, most) a sign-up's row and email wait after its response.
+SIGNUP_DELAY = (0.05, 0.25)
 #: Webhook event ids are kept this long: far past the signature tolerance.
 EVENT_RETENTION = timedelta(days=1)
 #: Largest request body accepted (forms, JSON, webhooks).
@@ -502,9 +505,11 @@ def _record_after(response: Response, state: WebState, pending: signup.PendingSi
             return subscriber
 
     if state.mailer.background:
-        # The server closes the response after writing it: only then is the work queued,
-        # so the mailer's thread does not compete with this request while it is answered.
-        response.call_on_close(lambda: state.mailer.submit(work))
+        # Queued when the server closes the response, and then held back a little longer
+        # (waitress sends the bytes after that), with jitter, so that the work competes
+        # neither with this answer nor predictably with the prober's next request.
+        delay = random.uniform(*SIGNUP_DELAY)
+        response.call_on_close(lambda: state.mailer.submit(work, delay=delay))
     else:
         state.mailer.submit(work)
 
