@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import xml.sax
@@ -185,12 +186,42 @@ def is_url(source: str) -> bool:
 
 
 def fetch_url(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MAX_BYTES) -> bytes:
-    """The body of an http(s) URL, with a timeout and a size cap; errors name the URL."""
+    """The body of an http(s) URL within a total deadline and a size cap; errors name the URL.
+
+    timeout bounds the whole transfer, not each read: a server that trickles a byte every
+    second would otherwise keep a cron import running for ever.
+    """
+    deadline = time.monotonic() + timeout
     opener = urllib.request.build_opener(HttpOnlyRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})  # noqa: S310 - is_url() checked the scheme
+    late = InputError(
+        f"{url}: not received within {timeout:g} seconds (the --timeout / import_timeout "
+        "deadline for the whole download); nothing was imported"
+    )
+    big = InputError(
+        f"{url}: larger than {_size(max_bytes)} (--max-size / import_max_bytes); nothing was "
+        "imported"
+    )
     try:
         with opener.open(request, timeout=timeout) as response:
-            data: bytes = response.read(max_bytes + 1)
+            declared = str(response.headers.get("Content-Length") or "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise big
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise late
+                _limit_next_read(response, left)
+                chunk = response.read1(64 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise big
+                chunks.append(chunk)
+            data = b"".join(chunks)
     except urllib.error.HTTPError as exc:
         exc.close()  # it holds the response and its socket
         if 300 <= exc.code < 400:
@@ -199,15 +230,33 @@ def fetch_url(url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = MA
         raise InputError(f"{url}: the server answered HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         if isinstance(exc.reason, TimeoutError):
-            raise InputError(f"{url}: no answer within {timeout:g} seconds") from None
+            raise late from None
         raise InputError(f"{url}: cannot fetch it: {exc.reason}") from None
     except TimeoutError:
-        raise InputError(f"{url}: no answer within {timeout:g} seconds") from None
+        raise late from None
     except OSError as exc:
         raise InputError(f"{url}: cannot fetch it: {exc}") from None
-    if len(data) > max_bytes:
-        raise InputError(f"{url}: larger than {_size(max_bytes)}; not imported")
     return data
+
+
+def _limit_next_read(response: Any, seconds: float) -> None:
+    """Let the next socket read wait at most seconds (what is left of the deadline)."""
+    raw = getattr(getattr(response, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    if sock is not None:
+        sock.settimeout(max(seconds, 0.01))
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``5MB``, ``500KB`` or a number of bytes, as bytes; InputError otherwise."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None or float(match[1]) <= 0:
+        raise InputError(f"size {text!r} is not a size; write it like 5MB, 500KB or 100000")
+    return max(1, int(float(match[1]) * _UNITS[(match[2] or "b").lower()]))
 
 
 def _size(n: int) -> str:

@@ -60,6 +60,10 @@ class Settings:
     feedback_id: str = "{campaign}:{issue}:{list}:{sender}"
     feedback_id_sender: str = ""
 
+    # Article import (digest import URL): a deadline for each whole download, and a cap.
+    import_timeout: float = 20.0
+    import_max_bytes: int = 20 * 1024 * 1024
+
     # Selection
     sections: tuple[str, ...] = ()
     section_cap: int = 4
@@ -237,6 +241,10 @@ class Settings:
                      "bounce_soft_days"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
+        if not 0 < self.import_timeout <= 3600:
+            raise ConfigError("import_timeout must be more than 0 and at most 3600 seconds")
+        if self.import_max_bytes < 1:
+            raise ConfigError("import_max_bytes must be at least 1")
         if self.trusted_proxies < 0:
             raise ConfigError("trusted_proxies must be 0 or more (the number of proxies in front)")
         if self.trusted_proxy_address != "*":

@@ -128,11 +128,13 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     except NoSuchModuleError:
         raise ConfigError(
             f"no database driver for {parsed.drivername!r}; for PostgreSQL run "
-            "pip install 'digest[postgres]' and use postgresql+psycopg://…"
+            "pip install '.[postgres]' in the digest folder (or pip install 'psycopg[binary]') "
+            "and use postgresql+psycopg://…"
         ) from None
     except ModuleNotFoundError as exc:
         raise ConfigError(
-            f"database driver {exc.name!r} is not installed; run pip install 'digest[postgres]'"
+            f"database driver {exc.name!r} is not installed; run pip install '.[postgres]' in "
+            "the digest folder (or pip install 'psycopg[binary]')"
         ) from None
 
 

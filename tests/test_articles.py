@@ -518,7 +518,7 @@ def test_url_errors_are_clear(runner: CliRunner, db_url: str, feed_server: str) 
     missing = invoke(runner, db_url, "import", f"{feed_server}/missing.xml")
     assert missing.exit_code == 1
     assert f"Error: {feed_server}/missing.xml: the server answered HTTP 404" in missing.output
-    with pytest.raises(InputError, match=r"no answer within 0\.2 seconds"):
+    with pytest.raises(InputError, match=r"not received within 0\.2 seconds"):
         fetch_url(f"{feed_server}/slow", timeout=0.2)
     with pytest.raises(InputError, match="larger than 100 bytes"):
         fetch_url(f"{feed_server}/feed.xml", max_bytes=100)

@@ -21,8 +21,14 @@ SECTION_WIDTH = 16
     help="Force a format instead of telling it from the content (feed = RSS 2.0 or Atom).",
 )
 @click.option(
-    "--timeout", type=click.FloatRange(min=1, max=300), default=20.0, show_default=True,
-    help="Seconds to wait for each http(s) source.",
+    "--timeout", type=click.FloatRange(min=0.1, max=3600), default=None,
+    help="Seconds each http(s) source may take in all, from connecting to the last byte "
+         "(default: import_timeout, 20).",
+)
+@click.option(
+    "--max-size", "max_size", metavar="SIZE", default=None,
+    help="Refuse a source larger than this, e.g. 5MB or 500KB (default: import_max_bytes, "
+         "20MB).",
 )
 @click.option(
     "--lenient", is_flag=True,
@@ -30,7 +36,8 @@ SECTION_WIDTH = 16
 )
 @pass_app
 def import_cmd(
-    app: AppContext, sources: tuple[str, ...], fmt: str, timeout: float, lenient: bool
+    app: AppContext, sources: tuple[str, ...], fmt: str, timeout: float | None,
+    max_size: str | None, lenient: bool,
 ) -> None:
     """Load articles from RSS/Atom feeds, JSON or CSV files, or http(s) URLs.
 
@@ -48,11 +55,16 @@ def import_cmd(
       digest import feed.xml
       digest import https://news.example.org/feed.xml extra.csv
       digest import --format jsonl articles.txt
+      digest import --timeout 5 --max-size 2MB https://news.example.org/feed.xml
     """
-    from digest.articles import import_sources
+    from digest.articles import import_sources, parse_size
 
+    settings = app.settings
     report = import_sources(
-        app.db, sources, fmt=None if fmt == "auto" else fmt, timeout=timeout, lenient=lenient
+        app.db, sources, fmt=None if fmt == "auto" else fmt,
+        timeout=timeout if timeout is not None else settings.import_timeout,
+        max_bytes=parse_size(max_size) if max_size else settings.import_max_bytes,
+        lenient=lenient,
     )
     for result in report.sources:
         for warning in result.warnings:

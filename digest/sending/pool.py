@@ -41,7 +41,7 @@ def check_workers(db: Database, workers: int) -> None:
         raise InputError(
             "--workers needs PostgreSQL: SQLite lets one sender write at a time, so extra "
             "workers would only wait. Use --db postgresql+psycopg://user@host/dbname "
-            "(pip install 'digest[postgres]'), or drop --workers"
+            "(pip install '.[postgres]' in the digest folder), or drop --workers"
         )
 
 
