@@ -339,7 +339,12 @@ def smtp_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
 
 import threading  # noqa: E402
 import time  # noqa: E402
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from http.server import (  # noqa: E402
+    BaseHTTPRequestHandler,
+    SimpleHTTPRequestHandler,
+    ThreadingHTTPServer,
+)
 
 ARTICLE_FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -371,10 +376,10 @@ class _FixtureHandler(SimpleHTTPRequestHandler):
         pass  # keep test output clean
 
 
-@pytest.fixture
-def feed_server() -> Iterator[str]:
-    """Base URL (http://127.0.0.1:PORT) of a local server for the fixture feeds."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FixtureHandler)
+@contextmanager
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run handler on an ephemeral loopback port; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -384,6 +389,13 @@ def feed_server() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def feed_server() -> Iterator[str]:
+    """Base URL (http://127.0.0.1:PORT) of a local server for the fixture feeds."""
+    with serve_http(_FixtureHandler) as url:
+        yield url
 
 
 # --- end article fixtures ---

@@ -7,17 +7,17 @@ per-read timeout never fires; only a deadline for the whole download stops it.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from digest.cli import main
+from tests.conftest import serve_http
 
 BIG = json.dumps([
     {"title": f"Story {i}", "url": f"https://news.example.org/{i}",
@@ -53,13 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_http(_Handler) as url:
+        yield url
 
 
 def test_a_trickling_server_is_cut_off_at_the_total_deadline(
