@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -209,6 +210,12 @@ class IssueArticle(Base):
     article: Mapped[Article] = relationship()
 
 
+#: The partial claim index's predicate. Queries on unfinished rows repeat it word for word
+#: (store.outbox._UNFINISHED): SQLite uses a partial index only for a literal match, and
+#: PostgreSQL cannot prove it from bound parameters in a prepared (generic) plan.
+UNFINISHED_SQL = "status IN ('pending', 'inflight')"
+
+
 class Delivery(Base):
     """One message of one issue to one subscriber: the outbox row."""
 
@@ -217,7 +224,10 @@ class Delivery(Base):
         UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
         # The claim query walks this in due order (store.outbox._claimable_ids): rows due
         # later in the day's waves sit after the range it reads.
-        Index("ix_deliveries_claim", "issue_id", "status", "next_attempt_at", "id"),
+        # Partial: only unfinished rows, so the sent rows of past issues (millions, after a
+        # year of a large list) never enter it and claims cost the same as on a fresh table.
+        Index("ix_deliveries_claim", "issue_id", "status", "next_attempt_at", "id",
+              postgresql_where=text(UNFINISHED_SQL), sqlite_where=text(UNFINISHED_SQL)),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from digest.models import (
+    UNFINISHED_SQL,
     Delivery,
     DeliveryStatus,
     Issue,
@@ -47,6 +49,9 @@ from digest.models import (
 _IN_CHUNK = 900
 
 _deliveries = typing.cast(Table, Delivery.__table__)
+# Inline SQL, never bound: the partial claim index applies only to queries that repeat its
+# predicate literally (see digest.models.UNFINISHED_SQL).
+_UNFINISHED = text("deliveries." + UNFINISHED_SQL)
 
 
 class ClaimedDelivery(NamedTuple):
@@ -179,7 +184,7 @@ def _claimable_ids(
             break
         pick = (
             select(Delivery.id)
-            .where(Delivery.issue_id == issue_id, Delivery.status == status, ready)
+            .where(Delivery.issue_id == issue_id, Delivery.status == status, ready, _UNFINISHED)
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit - len(ids))
             .with_for_update(skip_locked=True)
@@ -368,7 +373,8 @@ def claim_owners(session: Session, issue_id: int) -> list[tuple[str, datetime | 
     """(owner, latest lease end, rows) for every sender holding in-flight rows of the issue."""
     rows = session.execute(
         select(Delivery.claimed_by, func.max(Delivery.lease_expires_at), func.count())
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT)
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT,
+               _UNFINISHED)
         .group_by(Delivery.claimed_by)
     )
     return [
@@ -385,6 +391,7 @@ def release_owner(session: Session, issue_id: int, owner: str, *, now: datetime)
             Delivery.issue_id == issue_id,
             Delivery.status == DeliveryStatus.INFLIGHT,
             Delivery.claimed_by == owner,
+            _UNFINISHED,
         )
         .values(lease_expires_at=now)
         .execution_options(synchronize_session=False)
@@ -396,12 +403,12 @@ def next_due(session: Session, issue_id: int) -> datetime | None:
     """When the next row becomes claimable: a pending retry, or an in-flight lease ending."""
     pending = session.scalar(
         select(func.min(Delivery.next_attempt_at)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING, _UNFINISHED
         )
     )
     leased = session.scalar(
         select(func.min(Delivery.lease_expires_at)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT, _UNFINISHED
         )
     )
     moments = [_as_utc(m) for m in (pending, leased) if m is not None]
@@ -412,7 +419,7 @@ def next_retry(session: Session, issue_id: int) -> tuple[int, datetime | None]:
     """(pending rows, earliest next attempt) of the issue."""
     count, earliest = session.execute(
         select(func.count(), func.min(Delivery.next_attempt_at)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING, _UNFINISHED
         )
     ).one()
     return int(count), (_as_utc(earliest) if earliest is not None else None)
@@ -563,7 +570,8 @@ def skip_unsent(session: Session, issue_id: int, reason: str) -> int:
     """Mark every pending row of a cancelled issue skipped; returns the number of rows."""
     result = session.execute(
         update(Delivery)
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING)
+        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING,
+               _UNFINISHED)
         .values(status=DeliveryStatus.SKIPPED, last_reply=reason)
         .execution_options(synchronize_session=False)
     )
@@ -577,6 +585,7 @@ def finish_issue(session: Session, issue_id: int, *, now: datetime) -> bool:
         .where(
             Delivery.issue_id == issue_id,
             Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)),
+            _UNFINISHED,
         )
         .exists()
     )
