@@ -33,18 +33,33 @@ from sink import smtp_sink
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Leaf frames that are a thread waiting, not working: py-spy's idle detection misses some
+# (a thread blocked in a queue or a select looks busy to it), so they are dropped here.
+WAITING = (
+    "EpollSelector.select (selectors.py", "SocketIO.readinto (socket.py",
+    "_worker (concurrent/futures/thread.py", "Condition.wait (threading.py",
+    "Event.wait (threading.py", "Future.result (concurrent/futures/_base.py",
+    "wait (concurrent/futures/_base.py", "Thread.join (threading.py",
+    "Thread._wait_for_tstate_lock (threading.py",
+)
+
+
 def summarise(raw: Path, top: int) -> str:
-    """Markdown tables of the hottest functions (inclusive) and source lines (self)."""
+    """Markdown tables of the hottest functions (inclusive) and source lines (self), over
+    the samples where a thread was working (waits dropped, see WAITING)."""
     inclusive: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = waiting = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
-        total += count
         frames = stack.split(";")
+        if _short(frames[-1]).startswith(WAITING):
+            waiting += count
+            continue
+        total += count
         seen = set()
         caller_is_ours = False
         for frame in frames:
@@ -70,7 +85,7 @@ def summarise(raw: Path, top: int) -> str:
     for name, count in self_time.most_common(top):
         rows.append(f"| `{name}` | {count / total:.1%} |")
     rows.append("")
-    rows.append(f"{total:,} samples")
+    rows.append(f"{total:,} samples of work ({waiting:,} samples of waiting dropped)")
     return "\n".join(rows)
 
 
@@ -103,19 +118,40 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--keep", type=Path, help="also copy the raw py-spy samples here")
     parser.add_argument("--no-profile", action="store_true", help="time the send only")
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL (py-spy --gil)")
+    parser.add_argument("--code", type=Path,
+                        help="run the digest package of this checkout (git worktree) instead, "
+                             "for before/after comparisons in one session")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        url = seed_sqlite(folder, args.subscribers, args.articles)
+        code_env = dict(os.environ)
+        if args.code:
+            # The other checkout seeds its own schema, and runs as `python -m digest`.
+            code_env["PYTHONPATH"] = str(args.code.resolve())
+            url = subprocess.run(
+                [sys.executable, "-c", "import sys; from pathlib import Path; "
+                 f"sys.path[1:1] = [{str(Path(__file__).parent)!r}]; "
+                 "from send_setup import seed_sqlite; "
+                 f"print(seed_sqlite(Path({tmp!r}), {args.subscribers}, {args.articles}))"],
+                env=code_env, check=True, capture_output=True, text=True,
+            ).stdout.strip()
+            digest = [sys.executable, "-m", "digest"]
+        else:
+            url = seed_sqlite(folder, args.subscribers, args.articles)
+            digest = [str(Path(sys.executable).parent / "digest")]
+        digest += ["send", "--week", WEEK, "--ignore-check", "--quiet"]
         raw = folder / "profile.txt"
         with smtp_sink() as port:
             env = send_env(url, port, folder, dkim=args.dkim)
-            digest = [str(Path(sys.executable).parent / "digest"), "send", "--week", WEEK,
-                      "--ignore-check", "--quiet"]
+            if args.code:
+                env["PYTHONPATH"] = code_env["PYTHONPATH"]
             command = digest if args.no_profile else [
                 # --gil: only samples holding the GIL, i.e. CPU work, not threads waiting.
-                py_spy, "record", "--gil", "--format", "raw", "--rate", str(args.rate),
+                py_spy, "record", *(["--gil"] if args.gil else []), "--format", "raw",
+                "--rate", str(args.rate),
                 "--output", str(raw), "--", *digest,
             ]
             started = time.perf_counter()

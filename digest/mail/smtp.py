@@ -34,7 +34,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -169,7 +169,10 @@ class SMTPBackend(BaseBackend):
         # One batch at a time drives the pool; a second caller waits for the first.
         self._lock = threading.RLock()
         self._slots: list[_Slot] | None = None
-        self._forget: Callable[[Wire], None] = _ignore
+        # The pool's connections stay registered here from connect to close, with the
+        # events each one waits for.
+        self._selector: selectors.BaseSelector | None = None
+        self._events: dict[Wire, int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Self:
@@ -198,17 +201,42 @@ class SMTPBackend(BaseBackend):
         with self._lock:
             if self._slots is not None:
                 return
-            first = _Slot(wire=self._wire())
+            self._selector = selectors.DefaultSelector()
+            first = _Slot()
+            try:
+                self._attach(first, self._wire())
+            except BaseException:
+                self._selector.close()
+                self._selector = None
+                raise
             self._slots = [first] + [_Slot() for _ in range(self.connections - 1)]
 
     def close(self) -> None:
         """Send QUIT on every pooled connection and close it. Safe to call more than once."""
         with self._lock:
             slots, self._slots = self._slots, None
-        for slot in slots or ():
-            if slot.wire is not None:
-                slot.wire.quit(_QUIT_TIMEOUT)
-                slot.wire = None
+            for slot in slots or ():
+                wire = slot.wire
+                if wire is not None:
+                    self._detach(slot)
+                    wire.quit(_QUIT_TIMEOUT)
+            if self._selector is not None:
+                self._selector.close()
+                self._selector = None
+
+    def _attach(self, slot: _Slot, wire: Wire) -> None:
+        assert self._selector is not None
+        self._selector.register(wire.sock, selectors.EVENT_READ, slot)
+        self._events[wire] = selectors.EVENT_READ
+        slot.wire = wire
+
+    def _detach(self, slot: _Slot) -> None:
+        """Forget the slot's connection; before it is closed, which the selector must not see."""
+        wire, slot.wire = slot.wire, None
+        if wire is not None and self._events.pop(wire, None) is not None:
+            assert self._selector is not None
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(wire.sock)
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self.ssl_context is not None:
@@ -344,51 +372,37 @@ class SMTPBackend(BaseBackend):
 
     def _pump(self, batch: _Batch, slots: list[_Slot]) -> None:
         """Drive every connection until each message has a result or the batch stopped."""
-        selector = selectors.DefaultSelector()
-        watched: dict[Wire, int] = {}  # the events each live connection is registered for
-        # _lose must unregister a socket before closing it: the selector cannot find a
-        # closed socket's file descriptor, and a new socket may soon reuse the number.
-        self._forget = functools.partial(_unregister, selector, watched)
-        try:
-            while True:
-                for slot in slots:
-                    self._feed(slot, batch)
-                    if slot.wire is not None:
-                        try:
-                            slot.wire.flush()
-                        except LostConnection as exc:
-                            self._lose(slot, batch, str(exc))
-                deadlines = []
-                for slot in slots:
-                    if slot.wire is None:
-                        continue
-                    wire = slot.wire
-                    events = selectors.EVENT_READ
-                    if wire.wants_write:
-                        events |= selectors.EVENT_WRITE
-                    if wire not in watched:
-                        selector.register(wire.sock, events, slot)
-                    elif watched[wire] != events:
-                        selector.modify(wire.sock, events, slot)
-                    watched[wire] = events
-                    deadline = wire.deadline()
-                    if deadline is not None:
-                        deadlines.append(deadline)
-                if not deadlines:
-                    break  # nothing in flight: every message has a result or cannot have one
-                timeout = max(0.0, min(deadlines) - time.monotonic())
-                for key, mask in selector.select(timeout):
-                    self._event(key.data, batch, mask)
-                now = time.monotonic()
-                for slot in slots:
-                    deadline = slot.wire.deadline() if slot.wire else None
-                    if deadline is not None and now >= deadline:
-                        self._lose(slot, batch, "timed out")
-        finally:
-            for wire in list(watched):
-                _unregister(selector, watched, wire)
-            self._forget = _ignore
-            selector.close()
+        selector = self._selector
+        assert selector is not None
+        events = self._events
+        while True:
+            deadline = float("inf")
+            for slot in slots:
+                self._feed(slot, batch)
+                wire = slot.wire
+                if wire is None:
+                    continue
+                try:
+                    wire.flush()
+                except LostConnection as exc:
+                    self._lose(slot, batch, str(exc))
+                    continue
+                wanted = _READ_WRITE if wire.wants_write else selectors.EVENT_READ
+                if events[wire] != wanted:
+                    selector.modify(wire.sock, wanted, slot)
+                    events[wire] = wanted
+                due = wire.deadline()
+                if due is not None and due < deadline:
+                    deadline = due
+            if deadline == float("inf"):
+                return  # nothing in flight: every message has a result or cannot have one
+            for key, mask in selector.select(max(0.0, deadline - time.monotonic())):
+                self._event(key.data, batch, mask)
+            now = time.monotonic()
+            for slot in slots:
+                due = slot.wire.deadline() if slot.wire else None
+                if due is not None and now >= due:
+                    self._lose(slot, batch, "timed out")
 
     def _event(self, slot: _Slot, batch: _Batch, mask: int) -> None:
         """The slot's socket is writable or readable: move its messages on."""
@@ -414,7 +428,7 @@ class SMTPBackend(BaseBackend):
             return
         if slot.wire is None:
             try:
-                slot.wire = self._wire()
+                self._attach(slot, self._wire())
             except BackendConfigError as exc:
                 if slot.lost:
                     log.warning("smtp: cannot reconnect, server looks down: %s", exc)
@@ -425,6 +439,8 @@ class SMTPBackend(BaseBackend):
                 return
             slot.replacement = slot.lost
         wire = slot.wire
+        if wire is None:
+            return
         while wire.ready and (flight := batch.take()) is not None:
             done = wire.start(flight)
             if done is None:
@@ -451,9 +467,8 @@ class SMTPBackend(BaseBackend):
         wire = slot.wire
         if wire is None:
             return
-        slot.wire = None
+        self._detach(slot)
         slot.lost = True
-        self._forget(wire)
         log.info("smtp: connection to %s lost (%s)", self.address, reason)
         for flight, retry in wire.abandon(reason):
             assert flight.result is not None
@@ -466,14 +481,7 @@ class SMTPBackend(BaseBackend):
                 batch.retry.append(flight.index)
 
 
-def _unregister(selector: selectors.BaseSelector, watched: dict[Wire, int], wire: Wire) -> None:
-    if watched.pop(wire, None) is not None:
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            selector.unregister(wire.sock)
-
-
-def _ignore(wire: Wire) -> None:
-    """No pump is running, so no selector knows the connection."""
+_READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
 
 
 def _decode(reply: bytes | str) -> str:
