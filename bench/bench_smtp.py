@@ -278,8 +278,8 @@ def digest_send(folder: Path, port: int, count: int, run: int,
     """`digest send` of a freshly seeded SQLite list: (wall seconds, CPU seconds)."""
     url = seed_sqlite(folder, count, name=f"send{run}")
     env = send_env(url, port, folder, **extra)
-    command = [str(Path(sys.executable).parent / "digest"), "send", "--week", WEEK, "--ignore-check",
-               "--quiet"]
+    command = [str(Path(sys.executable).parent / "digest"), "send", "--week", WEEK,
+               "--ignore-check", "--quiet"]
     before = os.times()
     started = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=folder, capture_output=True, text=True,
