@@ -185,6 +185,7 @@ class ConfirmationMailer:
         self._queue: queue.Queue[_Work | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closing = threading.Event()
 
     def submit_for(self, subscriber: Confirmable) -> None:
         """Build and send the confirmation for subscriber soon (or now, without a thread).
@@ -237,6 +238,7 @@ class ConfirmationMailer:
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued and stop the thread."""
+        self._closing.set()
         with self._lock:
             thread, self._thread = self._thread, None
         if thread is not None:
@@ -258,8 +260,8 @@ class ConfirmationMailer:
                 if item is None:
                     return
                 wait = item.not_before - time.monotonic()
-                if wait > 0:
-                    time.sleep(min(wait, MAX_DELAY))
+                if wait > 0 and not self._closing.is_set():  # at shutdown, drain at once
+                    self._closing.wait(min(wait, MAX_DELAY))
                 self._handle(item.work)
             except Exception as exc:  # keep the thread alive whatever a backend does
                 _log("confirmation_failed", error=f"{type(exc).__name__}: {exc}")

@@ -396,6 +396,22 @@ def test_background_mailer_sends_after_the_response(
     assert len(outbox) == 1
 
 
+def test_shutdown_records_held_back_sign_ups_at_once(
+    make_app: Callable[..., Flask], web_settings: Settings
+) -> None:
+    """Work held back after a response is not lost to SIGTERM: close() drains it now."""
+    mailer = make_app(web_settings, DIGEST_MAIL_BACKGROUND=True).extensions["digest"].mailer
+    done: list[str] = []
+
+    def work() -> Any:
+        done.append("recorded")
+        return None
+
+    mailer.submit(work, delay=4.0)  # longer than close() is given below
+    mailer.close(timeout=2.0)
+    assert done == ["recorded"]
+
+
 # --- confirm, unsubscribe, preferences ---------------------------------------------------
 
 
