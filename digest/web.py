@@ -1,8 +1,10 @@
 """The public web app: subscribe (double opt-in), confirm, unsubscribe (RFC 8058), preferences,
 the issue archive and signed webhooks. ``digest serve`` runs it under waitress.
 
-Routes are thin: they parse the request, call digest.subscribers inside one database session
-per request, commit, and only then hand a confirmation email to the background mailer.
+Routes are thin: they parse the request, call one domain function (digest.signup for the
+sign-up policy, digest.subscribers for the link pages) inside one database session per
+request, commit once, and present the outcome. A sign-up's row and confirmation email are
+handed to the background mailer, to be done after the response.
 """
 
 from __future__ import annotations
