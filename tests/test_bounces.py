@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from digest import verp
 from digest.bounces import KEPT, process
@@ -64,6 +64,16 @@ def junk(name: str) -> bytes:
 def bounce_settings(settings: Settings) -> Settings:
     """Settings with a bounce address and VERP on."""
     return settings.replace(bounce_address=BOUNCE_ADDRESS, verp=True)
+
+
+@pytest.fixture
+def sqlite_bounce_settings(sqlite_url: str) -> Settings:
+    """The same on a SQLite file only, for tests that break the database on purpose."""
+    return Settings(
+        database_url=sqlite_url, secret_key=("test-secret-key-new",),
+        postal_address="1 Example Street, Springfield", base_url="https://news.example.org",
+        from_email="weekly@news.example.org", bounce_address=BOUNCE_ADDRESS, verp=True,
+    )
 
 
 def send_to(db: Database, settings: Settings, count: int, week: str = "2025-W47",
@@ -409,6 +419,27 @@ def test_fetch_over_pop3_deletes_processed_mail_and_leaves_junk(
     assert dovecot.folder("INBOX") == [junk("junk-garbage.eml")]
 
 
+def test_fetch_leaves_mail_in_the_mailbox_when_its_transaction_fails(
+    sqlite_bounce_settings: Settings, dovecot: dovecot_server.Dovecot,
+    runner: CliRunner, tmp_path: Path,
+) -> None:
+    """A database that refuses the write: the run fails and the report stays in INBOX."""
+    settings = sqlite_bounce_settings
+    db = Database(settings.database_url)
+    sent = send_to(db, settings, 1)
+    report = bounce("postfix-user-unknown.eml", sent["r0@example.com"])
+    dovecot.append(report)
+    with db.write() as session:
+        session.execute(text("DROP TABLE bounce_events"))
+    mailbox_config(tmp_path, settings, dovecot)
+    result = fetch(runner, dovecot)
+    assert result.exit_code != 0
+    assert dovecot.folder("INBOX") == [report]
+    assert dovecot.folder("digest-processed") == []
+    assert status(db, "r0@example.com") == "active"
+    db.dispose()
+
+
 def test_fetch_refuses_a_certificate_it_cannot_verify(
     db: Database, bounce_settings: Settings, dovecot: dovecot_server.Dovecot,
     runner: CliRunner, tmp_path: Path,
@@ -559,6 +590,25 @@ def test_the_receiver_keeps_junk_refuses_strangers_and_ignores_forgeries(
     out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert b"forged" in out and b"kept" in out
+
+
+def test_the_receiver_answers_451_when_it_cannot_store_a_report(
+    sqlite_bounce_settings: Settings, digest_process: Any, tmp_path: Path,
+) -> None:
+    """The mail server is told to try again later, and nothing about the reader changed."""
+    settings = sqlite_bounce_settings
+    db = Database(settings.database_url)
+    sent = send_to(db, settings, 1)
+    message = sent["r0@example.com"]
+    _, port = start_receiver(digest_process, settings, tmp_path)
+    with db.write() as session:
+        session.execute(text("DROP TABLE bounce_events"))
+    with (smtplib.SMTP("127.0.0.1", port, timeout=10) as client,
+          pytest.raises(smtplib.SMTPDataError) as info):
+        client.sendmail("", [message.sender], bounce("postfix-user-unknown.eml", message))
+    assert info.value.smtp_code == 451
+    assert status(db, "r0@example.com") == "active"
+    db.dispose()
 
 
 def test_unparseable_mail_is_reported_as_kept_by_process(
