@@ -546,7 +546,9 @@ def export_data(session: Session, email: str) -> dict[str, Any]:
     if subscriber is not None:
         emails.add(subscriber.email)
     deliveries = store.deliveries_for(session, subscriber.id if subscriber else None, emails)
-    if subscriber is None and suppressed is None and not deliveries:
+    bounce_events = bounce_store.for_person(session, subscriber.id if subscriber else None,
+                                            emails)
+    if subscriber is None and suppressed is None and not deliveries and not bounce_events:
         raise NotFoundError(f"nothing is stored about {address.email}")
     return {
         "email": address.email,
@@ -580,6 +582,13 @@ def export_data(session: Session, email: str) -> dict[str, Any]:
                 "sent_at": _iso(d.sent_at) or None,
             }
             for d, issue in deliveries
+        ],
+        "bounce_events": [
+            {
+                "received_at": _iso(e.received_at), "kind": e.kind, "email": e.email,
+                "status_code": e.status_code, "diagnostic": e.diagnostic, "action": e.action,
+            }
+            for e in bounce_events
         ],
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import json
 import re
 import smtplib
 import subprocess
@@ -189,10 +190,16 @@ def test_a_mangled_dsn_still_finds_its_delivery_through_verp(
 def test_erasing_a_subscriber_deletes_their_bounce_events(
     db: Database, bounce_settings: Settings, runner: CliRunner
 ) -> None:
-    """`subscribers erase` leaves no event that names the person."""
+    """export-data lists a person's events; `subscribers erase` leaves none that names them."""
     sent = send_to(db, bounce_settings, 2)
     for who in ("r0@example.com", "r1@example.com"):
         process(db, bounce_settings, bounce("postfix-user-unknown.eml", sent[who]), source="smtp")
+    exported = runner.invoke(main, ["--db", bounce_settings.database_url,
+                                    "subscribers", "export-data", "r0@example.com"])
+    assert exported.exit_code == 0, exported.output
+    [event] = json.loads(exported.output)["bounce_events"]
+    assert (event["kind"], event["status_code"], event["action"]) == (
+        "hard", "5.1.1", "marked bounced")
     result = runner.invoke(main, ["--db", bounce_settings.database_url,
                                   "subscribers", "erase", "r0@example.com"])
     assert result.exit_code == 0, result.output

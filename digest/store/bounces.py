@@ -108,10 +108,23 @@ def counts_for_issue(session: Session, issue_id: int) -> dict[str, int]:
     return {kind: int(n) for kind, n in rows}
 
 
+def for_person(
+    session: Session, subscriber_id: int | None, emails: Iterable[str]
+) -> list[BounceEvent]:
+    """One person's events, oldest first (for export-data)."""
+    return list(session.scalars(
+        select(BounceEvent).where(_person(subscriber_id, emails)).order_by(BounceEvent.id)
+    ))
+
+
 def scrub(session: Session, subscriber_id: int | None, emails: Iterable[str]) -> int:
     """Delete one person's events (erasure); return how many went."""
+    result = session.execute(delete(BounceEvent).where(_person(subscriber_id, emails)))
+    return int(getattr(result, "rowcount", 0))
+
+
+def _person(subscriber_id: int | None, emails: Iterable[str]) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = [BounceEvent.email.in_(list(emails))]
     if subscriber_id is not None:
         conditions.append(BounceEvent.subscriber_id == subscriber_id)
-    result = session.execute(delete(BounceEvent).where(or_(*conditions)))
-    return int(getattr(result, "rowcount", 0))
+    return or_(*conditions)
