@@ -12,7 +12,7 @@ Everything here is plain domain code, so a web page can offer the same edits lat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -197,12 +197,13 @@ def create_draft(db: Database, settings: Settings, window: Window, *,
                     "`digest import FEED`, or pick another week with --week"
                 )
             issue = freeze_issue(session, content, status=IssueStatus.DRAFT)
-            return _view(session, settings, issue, now=now)
+            snapshot = _Snapshot.of(session, settings, issue, now=now)
     except IntegrityError:
         raise InputError(
             f"another draft or issue for {window.label} was created at the same time; "
             f"see it with: digest issue show {window.label}"
         ) from None
+    return snapshot.view(settings)
 
 
 def _exists(issue: Issue) -> str:
@@ -218,7 +219,8 @@ def show_issue(db: Database, settings: Settings, ref: str, *,
                now: datetime | None = None) -> IssueView:
     """Any issue (label like 2025-W47, or number) with its order, pins and drops."""
     with db.read() as session:
-        return _view(session, settings, _issue(session, ref), now=now)
+        snapshot = _Snapshot.of(session, settings, _issue(session, ref), now=now)
+    return snapshot.view(settings)
 
 
 def discard_draft(db: Database, ref: str) -> tuple[int, str]:
@@ -275,12 +277,9 @@ def edit_draft(db: Database, settings: Settings, ref: str, edits: Edits, *,
             raise InputError(_exists(issue))  # its send started while we were editing
         store.replace_placements(session, issue.id, layout.placements())
         session.refresh(issue)
-        view = _view(session, settings, issue, now=now)
-        return _with_warnings(view, layout.warnings)
-
-
-def _with_warnings(view: IssueView, extra: list[str]) -> IssueView:
-    return replace(view, warnings=(*extra, *view.warnings))
+        snapshot = _Snapshot.of(session, settings, issue, now=now)
+    # Compiled after the commit, so the write lock is not held through an MJML compile.
+    return snapshot.view(settings, layout.warnings)
 
 
 def _issue(session: Session, ref: str) -> Issue:
@@ -368,19 +367,36 @@ def _order_sections(layout: _Layout, names: Sequence[str]) -> None:
         layout.warnings.append("the lead's section still opens the issue (the lead comes first)")
 
 
-def _view(session: Session, settings: Settings, issue: Issue, *,
-          now: datetime | None = None) -> IssueView:
-    content = content_of(session, issue, settings, now=now)
-    dropped = tuple(article_view(p.article) for p in store.issue_placements(session, issue.id)
-                    if p.choice == Placement.DROPPED)
-    compiled = Renderer(settings).compile(content) if not content.is_empty else None
-    subject = compiled.subject if compiled else content.subject
-    preheader = compiled.preheader if compiled else content.preheader
-    warnings = []
-    if note := subject_warning(subject):
-        warnings.append(note)
-    if len(preheader) > PREHEADER_MAX:
-        warnings.append(f"the preheader is {len(preheader)} characters; inboxes show about "
-                        f"{PREHEADER_MAX}")
-    return IssueView(issue.number, issue.label, issue.status, content, subject, preheader,
-                     dropped, tuple(warnings))
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What an IssueView needs from the database, read inside the transaction."""
+
+    number: int
+    label: str
+    status: str
+    content: IssueContent
+    dropped: tuple[ArticleView, ...]
+
+    @classmethod
+    def of(cls, session: Session, settings: Settings, issue: Issue, *,
+           now: datetime | None = None) -> _Snapshot:
+        content = content_of(session, issue, settings, now=now)
+        dropped = tuple(article_view(p.article)
+                        for p in store.issue_placements(session, issue.id)
+                        if p.choice == Placement.DROPPED)
+        return cls(issue.number, issue.label, issue.status, content, dropped)
+
+    def view(self, settings: Settings, warnings: Sequence[str] = ()) -> IssueView:
+        """The view, with the subject and preheader readers will see."""
+        content = self.content
+        compiled = Renderer(settings).compile(content) if not content.is_empty else None
+        subject = compiled.subject if compiled else content.subject
+        preheader = compiled.preheader if compiled else content.preheader
+        found = list(warnings)
+        if note := subject_warning(subject):
+            found.append(note)
+        if len(preheader) > PREHEADER_MAX:
+            found.append(f"the preheader is {len(preheader)} characters; inboxes show about "
+                         f"{PREHEADER_MAX}")
+        return IssueView(self.number, self.label, self.status, content, subject, preheader,
+                         self.dropped, tuple(found))
