@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from digest import subscribers, tokens
 from digest.config import Settings
 from digest.errors import InputError
+from digest.local_time import zone
 from digest.models import Subscriber
 from digest.store import web as web_store
 
@@ -32,6 +33,7 @@ PRUNE_EVERY = 100
 
 HONEYPOT_FIELD = "website"
 TOKEN_FIELD = "form_token"  # noqa: S105 - a form field name, not a secret
+TIMEZONE_FIELD = "timezone"
 
 
 class Verdict(StrEnum):
@@ -57,6 +59,7 @@ class SignupForm:
     name: str = ""
     sections: list[str] = field(default_factory=list)
     honeypot: str = ""
+    timezone: str = ""  # the browser's Intl time zone, from a hidden field
     form_token: str = ""
     next: str = ""
     error: str = ""
@@ -80,6 +83,7 @@ class PendingSignup:
     sections: list[str]
     source: str
     now: datetime
+    timezone: str = ""
 
 
 @dataclass(frozen=True)
@@ -189,8 +193,12 @@ def decide(
         return Outcome(Verdict.RATE_LIMITED)
     source = "web form" + (f" on {origin_of(client.origin)}"
                            if client.origin and origin_of(client.origin) else "")
+    # A zone the browser made up or this server does not know is dropped, not an error:
+    # the reader did not type it and cannot fix it; they get the publication's zone.
+    zone_name = form.timezone.strip() if zone(form.timezone) is not None else ""
     return Outcome(Verdict.ACCEPTED, pending=PendingSignup(
         address=address, name=name, sections=list(sections), source=source, now=now,
+        timezone=zone_name,
     ))
 
 
@@ -204,6 +212,6 @@ def complete(session: Session, pending: PendingSignup) -> Subscriber | None:
         web_store.prune_rate_limits(session, pending.now - 2 * RATE_WINDOW)
     return subscribers.request_subscription(
         session, pending.address, name=pending.name, sections=pending.sections,
-        source=pending.source, now=pending.now,
+        source=pending.source, now=pending.now, timezone=pending.timezone,
     )
 

@@ -329,7 +329,7 @@ def iter_subscribers(session: Session, status: str | None = None) -> Iterator[Su
 class ParsedImport:
     """A validated CSV file, ready to be written: one row per address (the last one wins)."""
 
-    columns: tuple[str, ...]  # optional columns present: name, sections
+    columns: tuple[str, ...]  # optional columns present: name, sections, timezone
     rows: dict[str, store.ImportRow] = field(default_factory=dict)  # email_key → row
     invalid: int = 0
     duplicates: int = 0
@@ -394,9 +394,10 @@ def parse_csv(
 ) -> ParsedImport:
     """Read and validate a whole subscriber CSV before anything is written.
 
-    Columns: email (required), name, sections (separated by ; or ,), status. Other columns
-    are ignored. A file that is not CSV or lacks an email column raises InputError; invalid
-    rows are counted and the first few reported by line number.
+    Columns: email (required), name, sections (separated by ; or ,), status, timezone (an
+    IANA name such as Europe/London). Other columns are ignored. A file that is not CSV or
+    lacks an email column raises InputError; invalid rows are counted and the first few
+    reported by line number.
     """
     now = now or utcnow()
     try:
@@ -419,15 +420,17 @@ def parse_csv(
             f"{source_name} has no 'email' column in its first line (found {found}); "
             "the first line must name the columns, e.g. email,name,sections"
         )
-    index = {name: names.index(name) for name in ("email", "name", "sections", "status")
-             if name in names}
+    index = {name: names.index(name)
+             for name in ("email", "name", "sections", "status", "timezone") if name in names}
     width = len(names)
-    parsed = ParsedImport(columns=tuple(c for c in ("name", "sections") if c in index))
+    parsed = ParsedImport(columns=tuple(c for c in ("name", "sections", "timezone")
+                                        if c in index))
     lines: dict[str, int] = {}
     i_email = index["email"]
     i_name = index.get("name")
     i_sections = index.get("sections")
     i_status = index.get("status")
+    i_zone = index.get("timezone")
     for line, row in reader:
         if not any(cell.strip() for cell in row):
             continue
@@ -450,6 +453,7 @@ def parse_csv(
                 resolve_sections(split_sections(row[i_sections]), known_sections)
                 if i_sections is not None else []
             )
+            zone_name = clean_zone(row[i_zone]) if i_zone is not None else ""
         except InputError as exc:
             parsed.invalid += 1
             parsed._error(line, str(exc))
@@ -462,6 +466,7 @@ def parse_csv(
         parsed.rows[address.key] = store.ImportRow(
             address.email, address.key,
             clean_name(_uncell(row[i_name])) if i_name is not None else "", sections, status,
+            zone_name,
         )
     return parsed
 
@@ -657,6 +662,7 @@ def request_subscription(
     sections: Sequence[str] = (),
     source: str = "web",
     now: datetime | None = None,
+    timezone: str = "",
 ) -> Subscriber | None:
     """Record a sign-up request; return the subscriber to send a confirmation email to, or None.
 
@@ -674,6 +680,7 @@ def request_subscription(
         subscriber = store.insert_pending(session, {
             "email": address.email, "email_key": address.key, "name": name,
             "sections": list(sections), "status": Status.PENDING, "consent_source": source,
+            "timezone": timezone,
             "confirmation_sent_at": now, "created_at": now, "updated_at": now,
         })
         if subscriber is not None:
@@ -691,6 +698,8 @@ def request_subscription(
     if name:
         subscriber.name = name
     subscriber.sections = list(sections)
+    if timezone:
+        subscriber.timezone = timezone
     subscriber.consent_source = source
     subscriber.confirmation_sent_at = now
     return subscriber

@@ -9,8 +9,10 @@ handed to the background mailer, to be done after the response.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import hashlib
 import ipaddress
 import json
 import logging
@@ -43,6 +45,7 @@ from digest.signup import (
     FORM_NAME_MAX,
     HONEYPOT_FIELD,
     RATE_WINDOW,
+    TIMEZONE_FIELD,
     TOKEN_FIELD,
     SignupForm,
     Verdict,
@@ -52,6 +55,16 @@ from digest.signup import (
 from digest.store import web as web_store
 
 log = logging.getLogger("digest.web")
+
+# Fills the sign-up form's hidden time-zone field from the browser (deliver_at = "local …").
+# A constant, so the page's CSP can allow exactly this script by its hash and nothing else.
+TIMEZONE_SCRIPT = (
+    'try{document.getElementById("tz").value='
+    'Intl.DateTimeFormat().resolvedOptions().timeZone||""}catch(e){}'
+)
+_TIMEZONE_SCRIPT_SRC = "'sha256-" + base64.b64encode(
+    hashlib.sha256(TIMEZONE_SCRIPT.encode()).digest()
+).decode() + "'"
 access_log = logging.getLogger("digest.access")
 
 #: Seconds (least, most) a sign-up's row and email wait after its response.
@@ -271,6 +284,8 @@ def create_app(
         name_max=FORM_NAME_MAX,
         honeypot_field=HONEYPOT_FIELD,
         token_field=TOKEN_FIELD,
+        timezone_field=TIMEZONE_FIELD,
+        timezone_script=Markup(f"<script>{TIMEZONE_SCRIPT}</script>"),  # noqa: S704 - constant
     )
     app.teardown_request(_close_session)
     app.after_request(_headers)
@@ -363,7 +378,8 @@ def _headers(response: Response) -> Response:
     headers.setdefault(
         "Content-Security-Policy",
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
-        f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
+        + (f"script-src {_TIMEZONE_SCRIPT_SRC}; " if request.path == "/subscribe" else "")
+        + f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
     )
     if request.path != "/archive" and not request.path.startswith("/archive/"):
         headers.setdefault("Cache-Control", "no-store")
@@ -404,6 +420,7 @@ def _read_fields() -> SignupForm:
             sections=[_as_text(s) for s in raw_sections],
             honeypot=_as_text(data.get(HONEYPOT_FIELD)),
             form_token=_as_text(data.get(TOKEN_FIELD)),
+            timezone=_as_text(data.get(TIMEZONE_FIELD)),
         )
     if request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         return SignupForm(error="send the form as application/x-www-form-urlencoded or JSON")
@@ -412,7 +429,7 @@ def _read_fields() -> SignupForm:
         email=form.get("email", ""), name=form.get("name", ""),
         sections=form.getlist("sections") or form.getlist("section"),
         honeypot=form.get(HONEYPOT_FIELD, ""), form_token=form.get(TOKEN_FIELD, ""),
-        next=form.get("next", ""),
+        next=form.get("next", ""), timezone=form.get(TIMEZONE_FIELD, ""),
     )
 
 
@@ -876,4 +893,5 @@ def render_form_snippet(settings: Settings, *, next_url: str = "") -> str:
         action=f"{base}/subscribe", token_url=f"{base}/subscribe/token", next=next_url,
         sections=settings.sections, name_max=FORM_NAME_MAX, honeypot_field=HONEYPOT_FIELD,
         token_field=TOKEN_FIELD, newsletter_name=settings.newsletter_name,
+        timezone_field=TIMEZONE_FIELD,
     )

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from digest.cli import main
 from digest.config import Settings
 from digest.db import Database
-from digest.models import Delivery
+from digest.models import Delivery, Subscriber
 from digest.schedule import Schedule
 from tests.conftest import digest_env, seed_articles, smtp_settings
 from tests.smtp_server import SMTPTestServer
@@ -45,11 +46,12 @@ class Cron:
         self.seen = 0
         self.received_at: dict[str, list[datetime]] = {}
 
-    def run(self, now: datetime, *extra: str) -> str:
+    def run(self, now: datetime, *extra: str, code: int = 0) -> str:
+        """One run; code 4 means a real retry is waiting (rows not yet due never cause it)."""
         result = self.runner.invoke(
             main, ["send", "--if-due", "--now", now.isoformat(), *extra], env=self.env
         )
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == code, result.output
         self.note(now)
         return result.output
 
@@ -126,14 +128,14 @@ def test_the_send_window_holds_a_retry_until_it_opens(
     london = reader("Europe/London", 0)
     # The 4th transaction is London's first reader (Auckland's three went first).
     smtp_server.fail_at(4, "rcpt", reply="451 4.3.0 Mailbox busy, try again later")
-    cron.run(local_eight("Europe/London"))
+    cron.run(local_eight("Europe/London"), code=4)
     assert london not in cron.received_at
     assert reader("Europe/London", 1) in cron.received_at
 
     # 21:00 London (the retry's own time) up to 06:00 next morning: the window is shut.
     friday_nine_pm = local_eight("Europe/London") + timedelta(hours=13)
     for moment in hours(friday_nine_pm, 10):
-        cron.run(moment)
+        cron.run(moment, code=4)
     assert london not in cron.received_at
     saturday_seven = datetime(2025, 11, 22, 7, 0, tzinfo=UTC)  # London is on GMT
     cron.run(saturday_seven)
@@ -178,3 +180,72 @@ def test_a_crash_between_the_waves_sends_nobody_twice(
     assert cron.received_at == expected
     ids = [m.message_id for m in smtp_server.messages]
     assert len(ids) == len(set(ids)) == 12
+
+
+# --- where a reader's zone comes from (the form: test_signup_timezone)
+
+
+def zones(db: Database) -> dict[str, str]:
+    with db.read() as session:
+        return {p.email: p.timezone for p in session.scalars(select(Subscriber))}
+
+
+def test_csv_import_reads_a_timezone_column(
+    runner: CliRunner, settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    env = {"DIGEST_DATABASE_URL": settings.database_url}
+    listing = tmp_path / "list.csv"
+    listing.write_text("email,name,timezone\n"
+                       "kiri@example.org,Kiri,Pacific/Auckland\n"
+                       "ada@example.org,Ada,\n"
+                       "bad@example.org,Bad,Mars/Olympus_Mons\n", encoding="utf-8")
+    result = runner.invoke(main, ["subscribers", "import", str(listing)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "line 4: time zone 'Mars/Olympus_Mons' is not an IANA time zone name" \
+        in result.output
+    assert zones(db) == {"kiri@example.org": "Pacific/Auckland", "ada@example.org": ""}
+
+    # A file without the column leaves the zones alone; one with it updates them.
+    listing.write_text("email,name\nkiri@example.org,Kiri T\n", encoding="utf-8")
+    assert runner.invoke(main, ["subscribers", "import", str(listing)], env=env).exit_code == 0
+    listing.write_text("email,timezone\nada@example.org,Europe/London\n", encoding="utf-8")
+    assert runner.invoke(main, ["subscribers", "import", str(listing)], env=env).exit_code == 0
+    assert zones(db) == {"kiri@example.org": "Pacific/Auckland",
+                         "ada@example.org": "Europe/London"}
+
+
+def test_subscribers_add_and_update_set_a_checked_timezone(
+    runner: CliRunner, settings: Settings, db: Database
+) -> None:
+    env = {"DIGEST_DATABASE_URL": settings.database_url}
+    added = runner.invoke(main, ["subscribers", "add", "la@example.org",
+                                 "--timezone", "America/Los_Angeles"], env=env)
+    assert added.exit_code == 0, added.output
+    bad = runner.invoke(main, ["subscribers", "update", "la@example.org",
+                               "--timezone", "Pacific/Atlantis"], env=env)
+    assert bad.exit_code == 1
+    assert ("Error: time zone 'Pacific/Atlantis' is not an IANA time zone name; write it like "
+            "Europe/London, America/Los_Angeles or Pacific/Auckland") in bad.output
+    assert zones(db) == {"la@example.org": "America/Los_Angeles"}
+    moved = runner.invoke(main, ["subscribers", "update", "la@example.org",
+                                 "--timezone", "Europe/London"], env=env)
+    assert moved.output == "Updated la@example.org (time zone Europe/London).\n"
+    cleared = runner.invoke(main, ["subscribers", "update", "la@example.org", "--timezone", ""],
+                            env=env)
+    assert cleared.exit_code == 0 and zones(db) == {"la@example.org": ""}
+    missing = runner.invoke(main, ["subscribers", "update", "nobody@example.org",
+                                   "--timezone", "Europe/London"], env=env)
+    assert missing.exit_code == 1 and "nobody@example.org is not on the list" in missing.output
+
+
+def test_bad_deliver_at_and_send_window_say_how_to_write_them(
+    runner: CliRunner, settings: Settings
+) -> None:
+    env = {"DIGEST_DATABASE_URL": settings.database_url}
+    late = runner.invoke(main, ["schedule"], env={**env, "DIGEST_DELIVER_AT": "8am local"})
+    assert late.exit_code == 1
+    assert "deliver_at '8am local' is not understood; write deliver_at = \"local 08:00\"" \
+        in late.output
+    shut = runner.invoke(main, ["schedule"], env={**env, "DIGEST_SEND_WINDOW": "09:00-09:00"})
+    assert shut.exit_code == 1
+    assert "send_window '09:00-09:00' is not understood" in shut.output

@@ -78,6 +78,7 @@ class SendSummary:
     failed_reasons: tuple[Reason, ...] = ()
     pending_reasons: tuple[Reason, ...] = ()
     retryable: int = 0  # failed rows that digest send --retry-failed would requeue
+    waiting: int = 0  # pending rows never tried: due later (deliver_at waves, send_window)
 
     @property
     def line(self) -> str:
@@ -94,6 +95,11 @@ class SendSummary:
         if not self.retry_count or self.retry_after is None or self.status != IssueStatus.SENDING:
             return None
         when = self.retry_after.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        if self.waiting == self.retry_count:
+            return (
+                f"{self.waiting} deliveries wait for their readers' hour (deliver_at, "
+                f"send_window); the next is due {when}; cron's digest send --if-due sends them"
+            )
         return (
             f"{self.retry_count} deliveries will be retried after {when}; "
             "run digest send again (cron --if-due does)"
@@ -118,12 +124,13 @@ class SendSummary:
     @property
     def exit_code(self) -> int:
         """0 all sent, 1 a worker failed, 3 some deliveries failed, 4 none failed but some
-        still wait (retry)."""
+        still wait (retry). Rows not yet due (deliver_at waves) are not a reason for 4: cron
+        would report every run of a 26-hour send."""
         if self.errors:
             return EXIT_ERROR
         if self.counts.failed:
             return EXIT_SOME_FAILED
-        if self.counts.unfinished and self.status == IssueStatus.SENDING:
+        if self.counts.unfinished > self.waiting and self.status == IssueStatus.SENDING:
             return EXIT_SOME_PENDING
         return EXIT_OK
 
@@ -160,6 +167,7 @@ class OutcomeDetails(TypedDict):
     failed_reasons: tuple[Reason, ...]
     pending_reasons: tuple[Reason, ...]
     retryable: int
+    waiting: int
 
 
 def outcome_details(session: Session, issue_id: int) -> OutcomeDetails:
@@ -170,4 +178,5 @@ def outcome_details(session: Session, issue_id: int) -> OutcomeDetails:
         "pending_reasons": top_reasons(
             retries.reply_counts(session, issue_id, DeliveryStatus.PENDING)),
         "retryable": retries.retryable_counts(session, [issue_id]).get(issue_id, 0),
+        "waiting": outbox.waiting_count(session, issue_id),
     }

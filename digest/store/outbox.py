@@ -425,6 +425,16 @@ def next_retry(session: Session, issue_id: int) -> tuple[int, datetime | None]:
     return int(count), (_as_utc(earliest) if earliest is not None else None)
 
 
+def waiting_count(session: Session, issue_id: int) -> int:
+    """Pending rows never tried yet: due later (their reader's hour, or a send window)."""
+    return int(session.scalar(
+        select(func.count()).where(
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING,
+            Delivery.attempts == 0,
+        )
+    ) or 0)
+
+
 def _as_utc(value: Any) -> datetime:
     """Aggregates (min/max) lose the column type on SQLite and come back as text."""
     if isinstance(value, str):
@@ -675,4 +685,5 @@ __all__ = [
     "take_issue_lease",
     "take_tokens",
     "unclaim",
+    "waiting_count",
 ]

@@ -135,17 +135,18 @@ class ImportRow(NamedTuple):
     name: str
     sections: list[str]
     status: str
+    timezone: str = ""
 
 
 _LEFT_SQL = "(" + ", ".join(f"'{s.value}'" for s in LEFT) + ")"
 _JOINED_SQL = "(" + ", ".join(f"'{s.value}'" for s in JOINED) + ")"
 _UPSERT_COLUMNS = ("email", "email_key", "name", "sections", "status", "consent_source",
-                   "created_at", "updated_at", "unsubscribed_at")
+                   "created_at", "updated_at", "unsubscribed_at", "timezone")
 
 
 def _upsert_sql(columns: Iterable[str], set_status: bool, source_sql: str) -> str:
     changes = ["email = excluded.email", "updated_at = excluded.updated_at"]
-    changes += [f"{c} = excluded.{c}" for c in columns if c in ("name", "sections")]
+    changes += [f"{c} = excluded.{c}" for c in columns if c in ("name", "sections", "timezone")]
     if set_status:
         # Nobody who left is made active or pending again by an import.
         changes.append(
@@ -173,7 +174,7 @@ def upsert_many(
 ) -> None:
     """Insert rows, or update the subscriber with the same email_key, in one statement per batch.
 
-    ``columns`` names the optional fields the import file had (name, sections); only those
+    ``columns`` names the optional fields the import file had (name, sections, timezone); only those
     overwrite existing rows. With ``set_status`` an existing row takes the row's status,
     except that nobody who left (unsubscribed, bounced, complained) is made active or pending
     again; without it, new rows are active and existing rows keep their status.
@@ -194,10 +195,10 @@ def upsert_many(
             columns, set_status,
             "SELECT e, k, n, CAST(s AS json), st, :source, :now, :now, "
             "CASE WHEN st IN ('unsubscribed', 'bounced', 'complained') "
-            "THEN CAST(:now AS timestamptz) END "
+            "THEN CAST(:now AS timestamptz) END, z "
             "FROM unnest(CAST(:emails AS text[]), CAST(:keys AS text[]), "
-            "CAST(:names AS text[]), CAST(:sections AS text[]), CAST(:statuses AS text[])) "
-            "AS t(e, k, n, s, st)",
+            "CAST(:names AS text[]), CAST(:sections AS text[]), CAST(:statuses AS text[]), "
+            "CAST(:zones AS text[])) AS t(e, k, n, s, st, z)",
         )
         session.execute(text(sql), {
             "source": source, "now": now,
@@ -205,6 +206,7 @@ def upsert_many(
             "names": [r.name for r in rows],
             "sections": [json.dumps(r.sections) for r in rows],
             "statuses": [r.status or SubscriberStatus.ACTIVE.value for r in rows],
+            "zones": [r.timezone for r in rows],
         })
         return
     to_db = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
@@ -221,7 +223,7 @@ def upsert_many(
     params = [
         (r.email, r.email_key, r.name, sections_json(r.sections),
          r.status or SubscriberStatus.ACTIVE.value, source, now_db, now_db,
-         now_db if r.status in left else None)
+         now_db if r.status in left else None, r.timezone)
         for r in rows
     ]
     sql = _upsert_sql(columns, set_status, "VALUES (" + ", ".join("?" * len(_UPSERT_COLUMNS)) + ")")
