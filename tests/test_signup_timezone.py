@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -14,10 +15,11 @@ from digest.cli import main
 from digest.config import Settings
 from digest.db import Database
 from digest.web import TIMEZONE_SCRIPT
+from tests.serve import wait_for
 from tests.test_web import subscribe, subscriber
-from tests.test_web_browser import CHROMIUM_ARGS, Server, server, wait_for
+from tests.test_web_browser import HUMAN_PAUSE_MS, Doors, browser, doors
 
-__all__ = ["server"]  # the fixture, shared with test_web_browser
+__all__ = ["browser", "doors"]  # fixtures shared with test_web_browser
 
 
 def zone_of(database: Path, address: str) -> str | None:
@@ -27,38 +29,33 @@ def zone_of(database: Path, address: str) -> str | None:
     return None if found is None else str(found[0])
 
 
-@pytest.mark.parametrize("where", ["subscribe page", "form snippet"])
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["own", "partner"])
 def test_the_browser_time_zone_reaches_the_subscriber_row(
-    server: Server, chromium_path: str, where: str
+    doors: Doors, browser: Any, where: str
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
-    address = f"{where.replace(' ', '.')}@example.org"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(timezone_id="Pacific/Auckland")
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            if where == "subscribe page":
-                page.goto(f"{server.base_url}/subscribe")
-            else:
-                page.goto(server.page_url)
-                page.wait_for_function(
-                    "document.querySelector('input[name=form_token]').value.length > 20"
-                )
-            # Our own page runs the script only because its CSP names the script's hash.
-            assert page.locator("input[name=timezone]").input_value() == "Pacific/Auckland"
-            assert not [e for e in errors if "Content Security Policy" in e], errors
-            page.get_by_label("Email address").fill(address)
-            page.wait_for_timeout(1500)  # a person takes longer than subscribe_min_seconds
-            page.get_by_role("button", name="Subscribe").click()
-            page.wait_for_url(f"{server.base_url}/subscribe/thanks")
-        finally:
-            browser.close()
-    zone = wait_for(lambda: zone_of(server.database, address), 15, "the pending row")
+    address = f"reader.{where}@example.org"
+    context = browser.new_context(timezone_id="Pacific/Auckland")
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    if where == "own":
+        page.goto(f"{doors.base_url}/subscribe")
+    else:
+        page.goto(doors.partner_url)
+        page.wait_for_function(
+            "document.querySelector('input[name=form_token]').value.length > 20")
+    # digest's own page runs the script only because its CSP names the script's hash.
+    assert page.locator("input[name=timezone]").input_value() == "Pacific/Auckland"
+    assert not [e for e in errors if "Content Security Policy" in e], errors
+    page.get_by_label("Email address").fill(address)
+    page.wait_for_timeout(HUMAN_PAUSE_MS)
+    page.get_by_role("button", name="Subscribe").click()
+    page.wait_for_url(f"{doors.base_url}/subscribe/thanks")
+    context.close()
+    zone = wait_for(lambda: zone_of(doors.database, address), 15, "the pending row")
     assert zone == "Pacific/Auckland"
 
 
