@@ -249,3 +249,36 @@ def test_bad_deliver_at_and_send_window_say_how_to_write_them(
     shut = runner.invoke(main, ["schedule"], env={**env, "DIGEST_SEND_WINDOW": "09:00-09:00"})
     assert shut.exit_code == 1
     assert "send_window '09:00-09:00' is not understood" in shut.output
+
+
+def test_schedule_explains_the_waves(runner: CliRunner, local_env: dict[str, str]) -> None:
+    result = runner.invoke(main, ["schedule", "--now", START.isoformat()], env=local_env)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        "Weekly on Friday, each reader at 08:00 in their own time zone (deliver_at): the "
+        "issue is frozen when that day reaches 08:00 first (UTC+14) and goes out in waves "
+        "over 26 h; catch-up grace 24 h after the last wave.")
+    assert "2025-W47  Fri 2025-11-21 08:00 +14  (2025-11-20 18:00 UTC)" in result.output
+
+
+def test_a_send_window_alone_holds_a_manual_send_until_morning(
+    runner: CliRunner, local_env: dict[str, str], smtp_server: SMTPTestServer
+) -> None:
+    """Without deliver_at the window is in the publication's zone (New York here)."""
+    env = {k: v for k, v in local_env.items() if k != "DIGEST_DELIVER_AT"}
+    env["DIGEST_SEND_WINDOW"] = "09:00-17:00"
+    evening = datetime(2025, 11, 21, 23, 0, tzinfo=UTC)  # 18:00 in New York
+    since = ["--since", "2025-11-13"]
+    late = runner.invoke(main, ["send", *since, "--now", evening.isoformat()], env=env)
+    assert late.exit_code == 0, late.output
+    assert "12 deliveries wait for their readers' hour" in late.output
+    assert smtp_server.messages == []
+    morning = datetime(2025, 11, 22, 14, 0, tzinfo=UTC)  # 09:00 in New York
+    early = runner.invoke(main, ["send", "--now", (morning - timedelta(minutes=1)).isoformat()],
+                          env=env)
+    assert "12 deliveries wait" in early.output, early.output
+    assert early.exit_code == 0 and smtp_server.messages == []
+    sent = runner.invoke(main, ["send", "--now", morning.isoformat()], env=env)
+    assert sent.exit_code == 0, sent.output
+    assert "12 sent, 0 failed, 0 pending" in sent.output
+    assert len(smtp_server.messages) == 12

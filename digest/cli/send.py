@@ -499,9 +499,16 @@ def schedule_cmd(app: AppContext, count: int, workdir: Path | None, now_text: st
     now = _parse_now(now_text) or datetime.now(UTC)
     schedule = Schedule.from_settings(app.settings)
     period = schedule.period(now)
-    click.echo(f"Weekly on {app.settings.schedule_weekday.capitalize()} at "
-               f"{schedule.at:%H:%M} {schedule.tz.key}; catch-up grace "
-               f"{app.settings.schedule_grace_hours:g} h.")
+    if schedule.spread:
+        click.echo(f"Weekly on {app.settings.schedule_weekday.capitalize()}, each reader at "
+                   f"{schedule.at:%H:%M} in their own time zone (deliver_at): the issue is "
+                   f"frozen when that day reaches {schedule.at:%H:%M} first (UTC+14) and goes "
+                   f"out in waves over {schedule.spread.total_seconds() / 3600:g} h; catch-up "
+                   f"grace {app.settings.schedule_grace_hours:g} h after the last wave.")
+    else:
+        click.echo(f"Weekly on {app.settings.schedule_weekday.capitalize()} at "
+                   f"{schedule.at:%H:%M} {schedule.tz.key}; catch-up grace "
+                   f"{app.settings.schedule_grace_hours:g} h.")
     click.echo(f"Current period: {period.window.label}, due "
                f"{period.due_at.astimezone(schedule.tz):%a %Y-%m-%d %H:%M %Z}, stale after "
                f"{period.stale_at.astimezone(schedule.tz):%a %Y-%m-%d %H:%M %Z}.")
