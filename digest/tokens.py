@@ -184,7 +184,8 @@ def make_token(settings: Settings, purpose: Purpose, subscriber_id: int, email_k
         return str(_serializer(settings.secret_key, purpose).dumps(payload))
     # The same bytes URLSafeSerializer.dumps makes (compact JSON, unpadded URL-safe base64,
     # "." and the HMAC-SHA256), in one HMAC: the binding is URL-safe base64, so the JSON
-    # needs no escaping, and a payload this short never shrinks under zlib.
+    # needs no escaping. It never compresses: URLSafeSerializer would for an id with a long
+    # run of repeated digits, but both forms are valid tokens that every reader accepts.
     body = base64.urlsafe_b64encode(
         b"[%d,\"%s\"]" % (subscriber_id, binding(email_key).encode("ascii"))
     ).rstrip(b"=")
