@@ -160,7 +160,8 @@ def main() -> None:
                                   text=True, check=False)
             after = os.times()
             seconds = time.perf_counter() - started
-        if done.returncode != 0:
+        # py-spy exits 0 whatever the command did, so the summary line is the proof.
+        if done.returncode != 0 or f"{args.subscribers} sent" not in done.stdout:
             sys.exit(f"digest send failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
         cpu = (after.children_user - before.children_user
                + after.children_system - before.children_system)
