@@ -184,6 +184,12 @@ class Issue(Base):
     # Sender lease: on SQLite one sender holds it; expires when the holder dies.
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
+    # Delivery rows still to be made (PostgreSQL, large lists): active subscribers with ids
+    # rest_from..rest_to, due as computed at rest_moment. The first rows are made with the
+    # issue, so sending starts at once; the rest follow in one INSERT … SELECT meanwhile.
+    rest_from: Mapped[int | None] = mapped_column(Integer)
+    rest_to: Mapped[int | None] = mapped_column(Integer)
+    rest_moment: Mapped[datetime | None] = mapped_column()
 
     articles: Mapped[list[IssueArticle]] = relationship(
         back_populates="issue", order_by="IssueArticle.position", cascade="all, delete-orphan"

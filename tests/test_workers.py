@@ -243,3 +243,35 @@ def test_workers_on_sqlite_is_a_usage_error_naming_postgresql(
     assert code == 2, output
     assert "--workers needs PostgreSQL" in output
     assert "postgresql+psycopg://" in output
+
+
+def test_a_large_list_gets_its_first_rows_at_once_and_the_rest_even_after_a_crash(
+    pg_db: Database, settings: Settings
+) -> None:
+    """The issue starts with its first HEAD_ROWS deliveries; the rest are never lost.
+
+    create_issue alone is what a sender that died right after creating the issue leaves
+    behind: the next send makes the missing rows (once) and delivers every subscriber.
+    """
+    from digest.mail.memory import MemoryBackend
+    from digest.sending import create_issue, prepare, send_issue
+    from digest.sending.control import HEAD_ROWS
+    from digest.store import outbox
+
+    window = send_window(settings)
+    seed_articles(pg_db, window, 2)
+    emails = seed_subscribers(pg_db, HEAD_ROWS + 500)
+    content = prepare(pg_db, settings, window, check=False).content
+    issue, created = create_issue(pg_db, settings, window, content)
+    assert created
+    with pg_db.read() as session:
+        assert outbox.counts(session, issue.id).total == HEAD_ROWS
+        assert outbox.expected_counts(session, issue.id).total == HEAD_ROWS + 500
+    MemoryBackend.clear()
+    summary = send_issue(pg_db, settings, window, backend=MemoryBackend(), ignore_check=True)
+    assert summary.status == "sent" and summary.counts.sent == HEAD_ROWS + 500
+    assert sorted(m.recipient for m in MemoryBackend.outbox) == sorted(emails)
+    with pg_db.read() as session:
+        row = session.get_one(Issue, issue.id)
+        assert row.rest_from is None and row.rest_moment is None
+    MemoryBackend.clear()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,10 @@ from digest.sending.waves import Timing
 from digest.store import issues as issue_store
 from digest.store import outbox, retries
 
+#: Delivery rows made with the issue on PostgreSQL; complete_outbox makes the rest.
+HEAD_ROWS = 2000
+# Advisory lock class (the first key) under which complete_outbox runs, per issue id.
+_REST_LOCK = 0x64676F62
 
 def message_id_domain(settings: Settings) -> str:
     """The domain in generated Message-IDs: the DKIM domain, else the From address's."""
@@ -114,14 +119,53 @@ def create_issue(
                 due = Timing.from_settings(settings).due_times(
                     window.end, outbox.subscriber_zones(session), moment
                 )
+                # On PostgreSQL a large list gets its first rows now and the rest from
+                # complete_outbox, so the first message leaves within a second, not after a
+                # million-row insert. SQLite has one writer: the rest would hold up claims.
+                split = None if db.is_sqlite else outbox.split_point(session, HEAD_ROWS)
                 outbox.create_deliveries(session, issue.id, domain=domain, now=due.default,
-                                         due_by_zone=due.by_zone)
+                                         due_by_zone=due.by_zone,
+                                         last_id=split[0] - 1 if split else None)
+                if split is not None:
+                    issue.rest_from, issue.rest_to = split
+                    issue.rest_moment = moment
                 return ref_of(issue), True
         except IntegrityError:
             # Lost a race with another `digest send`: read what it created.
             time.sleep(random.uniform(0.05, 0.2))
     raise SendError("could not create the issue: another process keeps creating issues; retry")
 
+
+
+def complete_outbox(db: Database, settings: Settings, issue_id: int) -> int:
+    """Make the delivery rows create_issue left for later, in one INSERT … SELECT.
+
+    Returns the rows made (0 when none were left). Any number of senders may call it at
+    once: they queue on an advisory lock, and only the first finds rows left to make. A
+    sender that dies halfway rolls back, and the next caller makes them all.
+    """
+    with db.read() as session:
+        if session.scalar(select(Issue.rest_from).where(Issue.id == issue_id)) is None:
+            return 0
+    domain = message_id_domain(settings)
+    with db.write() as session:
+        session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                        {"a": _REST_LOCK, "b": issue_id})
+        issue = session.get_one(Issue, issue_id, populate_existing=True)
+        if issue.rest_from is None or issue.rest_to is None:
+            return 0
+        due = Timing.from_settings(settings).due_times(
+            issue.window_end, outbox.subscriber_zones(session), issue.rest_moment or utcnow()
+        )
+        made = outbox.create_deliveries(
+            session, issue_id, domain=domain, now=due.default, due_by_zone=due.by_zone,
+            first_id=issue.rest_from, last_id=issue.rest_to,
+        )
+        issue.rest_from = issue.rest_to = None
+        issue.rest_moment = None
+        if issue.status == IssueStatus.CANCELLED:
+            outbox.skip_unsent(session, issue_id, "issue cancelled")
+        return made
 
 
 def summarise(db: Database, issue: IssueRef) -> SendSummary:

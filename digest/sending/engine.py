@@ -30,7 +30,7 @@ from digest.personalise import Recipient
 from digest.preview import archive_url
 from digest.ratelimit import RateLimiter
 from digest.render import Renderer
-from digest.sending.control import IssueRef
+from digest.sending.control import IssueRef, complete_outbox
 from digest.sending.policy import retry_delay
 from digest.sending.results import Progress, SendSummary, outcome_details
 from digest.sending.waves import Timing
@@ -142,7 +142,7 @@ class Sender:
             content = content_of(session, session.get_one(Issue, issue.id))
         started = time.monotonic()
         with self.db.read() as session:
-            start_counts = outbox.counts(session, issue.id)
+            start_counts = outbox.expected_counts(session, issue.id)
         tally = _Tally()
         stopped: str | None = None
         holds_lease = False
@@ -168,6 +168,11 @@ class Sender:
                     # next_due must see the previous batches' retries and leases.
                     _raise_finished(records, wait=True)
                     self._release_dead_claims(issue)
+                    if complete_outbox(self.db, self.settings, issue.id):
+                        # The rest of the list arrived (made here, or waited for).
+                        upcoming = db_thread.submit(self._claim_and_build, issue, content,
+                                                    holds_lease)
+                        continue
                     with self.db.read() as session:
                         due = outbox.next_due(session, issue.id)
                         # A pause or cancel may have landed between the claim's status check

@@ -98,7 +98,7 @@ def run_workers(
     context = multiprocessing.get_context("spawn")
     events: Queue[tuple[Any, ...]] = context.Queue()
     with db.read() as session:
-        combined = _Combined(outbox.counts(session, issue.id), time.monotonic())
+        combined = _Combined(outbox.expected_counts(session, issue.id), time.monotonic())
     for index in range(workers):
         tag = f"{worker_id}-{index + 1}" if worker_id else None
         process = context.Process(

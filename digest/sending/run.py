@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from digest.checks import OVERRIDE_FLAG, CheckReport, check_issue
 from digest.config import Settings
@@ -30,6 +32,7 @@ from digest.preview import archive_url, sample_reader
 from digest.render import Renderer
 from digest.sending.control import (
     IssueRef,
+    complete_outbox,
     create_issue,
     find_issue,
     message_id_domain,
@@ -231,13 +234,19 @@ def send_issue(
                 with db.read() as session:
                     total = outbox.counts(session, issue.id).total
                 on_created(issue.number, issue.label, total)
-        if workers > 1:
-            # The workers open their own connections; this one only proved the settings.
-            backend.close()
-            summary = run_workers(db, settings, issue, workers, rate=rate, worker_id=worker_id,
-                                  on_progress=on_progress, retry_wait=retry_wait)
-        else:
-            summary = sender.run(issue)
+        # The rest of a large list is inserted while the first batches go out.
+        rest = _Background(complete_outbox, db, settings, issue.id)
+        try:
+            if workers > 1:
+                # The workers open their own connections; this one only proved the settings.
+                backend.close()
+                summary = run_workers(db, settings, issue, workers, rate=rate,
+                                      worker_id=worker_id, on_progress=on_progress,
+                                      retry_wait=retry_wait)
+            else:
+                summary = sender.run(issue)
+        finally:
+            rest.join()
     finally:
         backend.close()
     if created:
@@ -246,6 +255,27 @@ def send_issue(
 
 
 
+
+
+class _Background(threading.Thread):
+    """Runs one call in a thread; join() re-raises its error in the caller."""
+
+    def __init__(self, call: Callable[..., object], *args: Any) -> None:
+        super().__init__(name="digest-outbox", daemon=True)
+        self._call, self._args = call, args
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._call(*self._args)
+        except BaseException as exc:  # handed to the thread that joins
+            self._error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self._error is not None:
+            raise self._error
 
 
 @dataclass(frozen=True, slots=True)
