@@ -337,6 +337,8 @@ def select_issue(
     """
     existing = existing_issue(session, window)
     if existing is not None:
+        if existing.status == IssueStatus.DRAFT and (intro or subject or preheader):
+            raise draft_words_error(existing)
         return content_of(session, existing, settings, now=now)
     articles = store.articles_in_window(
         session, window.start, window.end, include_sent=include_sent
@@ -358,6 +360,14 @@ def select_issue(
         subject=subject,
         preheader=preheader,
         issue_date=dated(settings, window, now),
+    )
+
+
+def draft_words_error(draft: Issue) -> InputError:
+    """The error for --subject/--preheader/--intro given where a draft already decides them."""
+    return InputError(
+        f"issue {draft.number} ({draft.label}) is a draft: change its subject, preheader or "
+        f"intro with digest issue edit {draft.label}"
     )
 
 

@@ -450,6 +450,11 @@ def test_preview_and_check_show_the_draft(
         assert "eu-3" not in "\n".join(stories_in(result.output))
     result = run(runner, env, "preview", "--format", "text")
     assert f"Draft issue 1 ({WEEK}); change it with: digest issue edit {WEEK}" in result.output
+    for command in ("preview", "check"):
+        refused = run(runner, env, command, "--subject", "Try this")
+        assert refused.exit_code == 1
+        assert f"is a draft: change its subject, preheader or intro with digest issue edit " \
+            f"{WEEK}" in refused.output
     check = ok(runner, env, "check")
     assert check.startswith(f"Draft issue 1 ({WEEK});")
     assert f"Issue 1 ({WEEK}): 4 articles" in check

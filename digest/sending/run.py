@@ -21,6 +21,7 @@ from digest.issues import (
     IssueContent,
     Window,
     content_of,
+    draft_words_error,
     select_issue,
     upcoming,
 )
@@ -143,10 +144,7 @@ def prepare(
         if existing is not None:
             # A draft is sent as the editor left it; create_issue promotes it.
             if options.intro or options.subject or options.preheader:
-                raise InputError(
-                    f"issue {existing.number} ({existing.label}) is a draft: change its subject, "
-                    f"preheader or intro with digest issue edit {existing.label}"
-                )
+                raise draft_words_error(existing)
             content = content_of(session, existing, settings)
         elif content is None:
             content = select_issue(
