@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -155,11 +155,14 @@ class _Job:
 #: The longest a submitted piece of work is held back.
 MAX_DELAY = 5.0
 
+#: Work for the mailer's thread: it returns the subscribers to send a confirmation to.
+Work = Callable[[], Sequence[Confirmable]]
+
 
 @dataclass(frozen=True, slots=True)
 class _Work:
     not_before: float  # time.monotonic()
-    work: Callable[[], Confirmable | None]
+    work: Work
 
 
 class ConfirmationMailer:
@@ -194,10 +197,10 @@ class ConfirmationMailer:
         the request that asked for it takes no longer than one that did not.
         """
         job = _Job(subscriber.id, subscriber.email, subscriber.email_key)
-        self.submit(lambda: job)
+        self.submit(lambda: [job])
 
-    def submit(self, work: Callable[[], Confirmable | None], *, delay: float = 0.0) -> None:
-        """Run work on the mailer's thread, then confirm the subscriber it returns, if any.
+    def submit(self, work: Work, *, delay: float = 0.0) -> None:
+        """Run work on the mailer's thread, then confirm each subscriber it returns.
 
         The web app records a sign-up this way, after the response, so that whether the
         address is new (a row to write, an email to send) does not show in the response time.
@@ -212,20 +215,17 @@ class ConfirmationMailer:
         try:
             self._queue.put_nowait(_Work(time.monotonic() + delay, work))
         except queue.Full:
-            subscriber = work()
-            _log("confirmation_dropped", subscriber_id=subscriber.id if subscriber else None,
-                 reason="queue full")
+            for subscriber in work():
+                _log("confirmation_dropped", subscriber_id=subscriber.id, reason="queue full")
 
-    def _handle(self, work: Callable[[], Confirmable | None]) -> None:
-        subscriber = work()
-        if subscriber is None:
-            return
-        try:
-            message = build_confirmation(self.settings, subscriber)
-        except DigestError as exc:
-            _log("confirmation_failed", subscriber_id=subscriber.id, error=str(exc))
-            return
-        send(self.settings, message, self.factory)
+    def _handle(self, work: Work) -> None:
+        for subscriber in work():
+            try:
+                message = build_confirmation(self.settings, subscriber)
+            except DigestError as exc:
+                _log("confirmation_failed", subscriber_id=subscriber.id, error=str(exc))
+                continue
+            send(self.settings, message, self.factory)
 
     def join(self, timeout: float = 10.0) -> bool:
         """Wait until every submitted email was handed over; False on timeout."""

@@ -10,6 +10,8 @@ every address.
 from __future__ import annotations
 
 import random
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -202,16 +204,45 @@ def decide(
     ))
 
 
-def complete(session: Session, pending: PendingSignup) -> Subscriber | None:
-    """Record a decided sign-up; the subscriber to send a confirmation to, or None.
+class Backlog:
+    """Decided sign-ups waiting for their responses to go out; recorded together.
 
-    Runs after the response (see ``decide``). Now and then it also forgets rate-limit
+    One transaction for everything that piled up keeps the work after the responses cheaper
+    than the requests that caused it, so a burst of sign-ups cannot outgrow it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[PendingSignup] = []
+
+    def add(self, pending: PendingSignup) -> bool:
+        """Queue a sign-up; True if the backlog was empty, so the caller schedules a take()."""
+        with self._lock:
+            self._items.append(pending)
+            return len(self._items) == 1
+
+    def take(self) -> list[PendingSignup]:
+        """Everything queued so far, oldest first; the backlog is empty afterwards."""
+        with self._lock:
+            items, self._items = self._items, []
+            return items
+
+
+def complete(session: Session, batch: Sequence[PendingSignup]) -> list[Subscriber]:
+    """Record decided sign-ups; the subscribers to send a confirmation to.
+
+    Runs after the responses (see ``decide``). Now and then it also forgets rate-limit
     windows long gone, which keeps that cleanup off the request path as well.
     """
-    if random.random() < 1 / PRUNE_EVERY:
-        web_store.prune_rate_limits(session, pending.now - 2 * RATE_WINDOW)
-    return subscribers.request_subscription(
-        session, pending.address, name=pending.name, sections=pending.sections,
-        source=pending.source, now=pending.now, timezone=pending.timezone,
-    )
+    if batch and random.random() < len(batch) / PRUNE_EVERY:
+        web_store.prune_rate_limits(session, batch[-1].now - 2 * RATE_WINDOW)
+    found = []
+    for pending in batch:
+        subscriber = subscribers.request_subscription(
+            session, pending.address, name=pending.name, sections=pending.sections,
+            source=pending.source, now=pending.now, timezone=pending.timezone,
+        )
+        if subscriber is not None:
+            found.append(subscriber)
+    return found
 

@@ -101,6 +101,7 @@ class WebState:
     read_sessions: sessionmaker[Session]
     origins: frozenset[str]
     own_origins: frozenset[str]
+    backlog: signup.Backlog = field(default_factory=signup.Backlog)
     archive: OrderedDict[str, str] = field(default_factory=OrderedDict)
     archive_lock: threading.Lock = field(default_factory=threading.Lock)
     # SQLite has one writer at a time; its busy handler polls with sleeps of up to 100 ms,
@@ -517,20 +518,31 @@ def _background_session(state: WebState) -> Iterator[Session]:
 def _record_after(response: Response, state: WebState, pending: signup.PendingSignup) -> None:
     """Record a decided sign-up and send its confirmation once the response is out."""
 
-    def work() -> Subscriber | None:
-        with _background_session(state) as session:
-            subscriber = signup.complete(session, pending)
-            session.commit()
-            return subscriber
+    def record() -> list[Subscriber]:
+        batch = state.backlog.take()
+        try:
+            with _background_session(state) as session:
+                found = signup.complete(session, batch)
+                session.commit()
+        except Exception as exc:
+            log.error(json.dumps({"event": "signup_failed", "count": len(batch),
+                                  "error": f"{type(exc).__name__}: {exc}"}))
+            raise
+        return found
+
+    def schedule() -> None:
+        if state.backlog.add(pending):  # else the record() already queued takes this one too
+            state.mailer.submit(record, delay=delay)
 
     if state.mailer.background:
         # Queued when the server closes the response, and then held back a little longer
         # (waitress sends the bytes after that), with jitter, so that the work competes
         # neither with this answer nor predictably with the prober's next request.
         delay = random.uniform(*SIGNUP_DELAY)
-        response.call_on_close(lambda: state.mailer.submit(work, delay=delay))
+        response.call_on_close(schedule)
     else:
-        state.mailer.submit(work)
+        delay = 0.0
+        schedule()
 
 
 def subscribe_post() -> Response:

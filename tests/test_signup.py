@@ -172,3 +172,31 @@ def test_request_path_is_the_same_for_new_and_known_addresses(
     assert sorted(m.recipient for m in outbox) == [
         "gone@example.org", "new@example.org", "pending@example.org"]
     assert "new@example.org" in stored(db)
+
+
+def test_a_burst_of_sign_ups_is_recorded_together_after_the_responses(
+    make_app: Callable[..., Flask], web_settings: Settings, db: Database,
+    outbox: list[OutgoingMessage],
+) -> None:
+    """What piles up while the mailer waits is written in one transaction: every row and
+    every email arrives, none twice, and the work cannot fall behind the requests."""
+    app = make_app(web_settings, DIGEST_MAIL_BACKGROUND=True)
+    mailer = app.extensions["digest"].mailer
+    client = app.test_client()
+    commits: list[int] = []
+
+    def count(_conn: Any) -> None:
+        commits.append(threading.get_ident())
+
+    event.listen(db.engine, "commit", count)
+    me = threading.get_ident()
+    for i in range(30):
+        post(client, web_settings, f"burst{i}@example.org", {}).close()
+    assert mailer.join(10)
+    mailer.close()
+    event.remove(db.engine, "commit", count)
+    assert sorted(stored(db)) == sorted(f"burst{i}@example.org" for i in range(30))
+    assert sorted(m.recipient for m in outbox) == sorted(stored(db))
+    # 30 request transactions; far fewer on the mailer thread (one per burst it found).
+    assert commits.count(me) == 30
+    assert 1 <= len(commits) - 30 < 30
