@@ -105,16 +105,16 @@ def create_issue(
                 if existing is not None and existing.status == IssueStatus.DRAFT:
                     # The editor's draft is sent as it stands, dated the day its send starts.
                     own = Window(existing.window_start, existing.window_end, existing.label)
-                    day = dated(settings, own, now)
-                    if issue_store.promote_draft(session, existing.id, day):
-                        outbox.create_deliveries(session, existing.id, domain=domain,
-                                                 now=now or utcnow())
-                        session.refresh(existing)
-                        return ref_of(existing), True
+                    promoted = issue_store.promote_draft(session, existing.id,
+                                                         dated(settings, own, now))
                     session.refresh(existing)
-                if existing is not None:
+                    if not promoted:  # another sender started it first
+                        return ref_of(existing), False
+                    issue = existing
+                elif existing is not None:
                     return ref_of(existing), False
-                issue = freeze_issue(session, content)
+                else:
+                    issue = freeze_issue(session, content)
                 moment = now or utcnow()
                 due = Timing.from_settings(settings).due_times(
                     window.end, outbox.subscriber_zones(session), moment
