@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     case,
     cast,
@@ -51,9 +52,25 @@ from digest.models import (
 _IN_CHUNK = 900
 
 _deliveries = typing.cast(Table, Delivery.__table__)
-# Inline SQL, never bound: the partial claim index applies only to queries that repeat its
-# predicate literally (see digest.models.UNFINISHED_SQL).
-_UNFINISHED = text("deliveries." + UNFINISHED_SQL)
+
+
+def _unfinished(session: Session, *statuses: DeliveryStatus) -> ColumnElement[bool]:
+    """Rows in one of statuses (all unfinished), in a form the partial claim index matches.
+
+    The status is inline SQL, never a bound parameter: PostgreSQL proves the index predicate
+    (digest.models.UNFINISHED_SQL) from ``status = 'pending'`` but not from a parameter in a
+    prepared, generic plan. SQLite matches a partial index only on its predicate word for
+    word, so it gets that too; PostgreSQL must not, or the ``= ANY`` turns the ordered index
+    walk into a sort of every pending row.
+    """
+    values = ", ".join(f"'{s.value}'" for s in statuses or tuple(_UNFINISHED_STATUSES))
+    clause = text(f"deliveries.status IN ({values})")
+    if _dialect(session) == "sqlite":
+        return and_(clause, text("deliveries." + UNFINISHED_SQL))
+    return and_(clause)
+
+
+_UNFINISHED_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)
 
 
 class ClaimedDelivery(NamedTuple):
@@ -221,7 +238,7 @@ def _claimable_ids(
             break
         pick = (
             select(Delivery.id)
-            .where(Delivery.issue_id == issue_id, Delivery.status == status, ready, _UNFINISHED)
+            .where(Delivery.issue_id == issue_id, _unfinished(session, status), ready)
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit - len(ids))
             .with_for_update(skip_locked=True)
@@ -410,8 +427,7 @@ def claim_owners(session: Session, issue_id: int) -> list[tuple[str, datetime | 
     """(owner, latest lease end, rows) for every sender holding in-flight rows of the issue."""
     rows = session.execute(
         select(Delivery.claimed_by, func.max(Delivery.lease_expires_at), func.count())
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT,
-               _UNFINISHED)
+        .where(Delivery.issue_id == issue_id, _unfinished(session, DeliveryStatus.INFLIGHT))
         .group_by(Delivery.claimed_by)
     )
     return [
@@ -426,9 +442,8 @@ def release_owner(session: Session, issue_id: int, owner: str, *, now: datetime)
         update(Delivery)
         .where(
             Delivery.issue_id == issue_id,
-            Delivery.status == DeliveryStatus.INFLIGHT,
+            _unfinished(session, DeliveryStatus.INFLIGHT),
             Delivery.claimed_by == owner,
-            _UNFINISHED,
         )
         .values(lease_expires_at=now)
         .execution_options(synchronize_session=False)
@@ -440,12 +455,12 @@ def next_due(session: Session, issue_id: int) -> datetime | None:
     """When the next row becomes claimable: a pending retry, or an in-flight lease ending."""
     pending = session.scalar(
         select(func.min(Delivery.next_attempt_at)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING, _UNFINISHED
+            Delivery.issue_id == issue_id, _unfinished(session, DeliveryStatus.PENDING)
         )
     )
     leased = session.scalar(
         select(func.min(Delivery.lease_expires_at)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.INFLIGHT, _UNFINISHED
+            Delivery.issue_id == issue_id, _unfinished(session, DeliveryStatus.INFLIGHT)
         )
     )
     moments = [_as_utc(m) for m in (pending, leased) if m is not None]
@@ -456,7 +471,7 @@ def next_retry(session: Session, issue_id: int) -> tuple[int, datetime | None]:
     """(pending rows, earliest next attempt) of the issue."""
     count, earliest = session.execute(
         select(func.count(), func.min(Delivery.next_attempt_at)).where(
-            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING, _UNFINISHED
+            Delivery.issue_id == issue_id, _unfinished(session, DeliveryStatus.PENDING)
         )
     ).one()
     return int(count), (_as_utc(earliest) if earliest is not None else None)
@@ -624,8 +639,7 @@ def skip_unsent(session: Session, issue_id: int, reason: str) -> int:
     """Mark every pending row of a cancelled issue skipped; returns the number of rows."""
     result = session.execute(
         update(Delivery)
-        .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING,
-               _UNFINISHED)
+        .where(Delivery.issue_id == issue_id, _unfinished(session, DeliveryStatus.PENDING))
         .values(status=DeliveryStatus.SKIPPED, last_reply=reason)
         .execution_options(synchronize_session=False)
     )
@@ -638,8 +652,7 @@ def finish_issue(session: Session, issue_id: int, *, now: datetime) -> bool:
         select(Delivery.id)
         .where(
             Delivery.issue_id == issue_id,
-            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.INFLIGHT)),
-            _UNFINISHED,
+            _unfinished(session),
         )
         .exists()
     )
