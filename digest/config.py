@@ -140,7 +140,7 @@ class Settings:
     dmarc_report_address: str = ""
 
     # Sending
-    send_inflight: int = 32
+    send_inflight: int = 200
     send_batch: int = 200
     send_max_attempts: int = 5
     send_retry_base: float = 600.0

@@ -1,23 +1,27 @@
 """Several sender processes for one issue on this machine (``digest send --workers N``).
 
-Each worker is a fresh process (multiprocessing *spawn*, so nothing is shared by fork): its
-own database engine and connections, its own mail backend and connection pool, its own
+The ``digest send`` process is worker 1 and starts N-1 more. Each extra worker is a fresh
+process (multiprocessing *spawn*, so nothing is shared by fork): its own database engine
+and connections, its own mail backend and connection pool, its own
 :class:`~digest.sending.engine.Sender`. They coordinate only through the database, exactly
 as senders on other machines do: ``FOR UPDATE SKIP LOCKED`` claims with leases, and the
-shared rate bucket. The parent only starts them, adds up their progress and reports the
-combined result; it sends nothing itself.
+shared rate bucket. The first process sends from the start (a spawned worker needs a
+second or two to import digest), adds up everyone's progress and reports the combined
+result.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digest.config import Settings
 from digest.db import Database
@@ -26,6 +30,9 @@ from digest.models import utcnow
 from digest.sending.control import IssueRef, summarise
 from digest.sending.results import Progress, SendSummary
 from digest.store import outbox
+
+if TYPE_CHECKING:
+    from digest.sending.engine import Sender
 
 #: The most worker processes one ``digest send`` starts.
 MAX_WORKERS = 64
@@ -47,7 +54,7 @@ def check_workers(db: Database, workers: int) -> None:
 
 @dataclass
 class _Worker:
-    process: BaseProcess
+    process: BaseProcess | None  # None: this process
     sent: int = 0
     failed: int = 0
     skipped: int = 0
@@ -87,8 +94,9 @@ def run_workers(
     worker_id: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     retry_wait: float,
+    sender: Sender,
 ) -> SendSummary:
-    """Send the issue with ``workers`` processes; wait for all and combine their results.
+    """Send the issue with sender here and workers-1 more processes; combine the results.
 
     A worker that fails or dies does not stop the others; its claimed rows go out again
     (same Message-IDs) once the others see its pid gone, or after its lease. The summary
@@ -99,18 +107,44 @@ def run_workers(
     events: Queue[tuple[Any, ...]] = context.Queue()
     with db.read() as session:
         combined = _Combined(outbox.expected_counts(session, issue.id), time.monotonic())
-    for index in range(workers):
+    here = _Worker(None)
+    combined.workers.append(here)
+    for index in range(1, workers):
         tag = f"{worker_id}-{index + 1}" if worker_id else None
         process = context.Process(
             target=_worker_main, name=f"digest-send-{index + 1}",
             args=(settings, issue, index, rate, tag, retry_wait, events),
         )
         combined.workers.append(_Worker(process))
+    lock = threading.Lock()
+
+    def report() -> None:
+        if on_progress is not None:
+            with lock:  # called from this sender's database thread and the collector
+                on_progress(combined.progress(issue))
+
+    def own_progress(event: Progress) -> None:
+        here.sent, here.failed, here.skipped = event.sent_now, event.failed_now, event.skipped_now
+        report()
+
+    sender.on_progress = own_progress
+    collector = threading.Thread(target=_collect, args=(combined, events, report),
+                                 name="digest-workers", daemon=True)
     try:
-        for worker in combined.workers:
+        for worker in combined.workers[1:]:
+            assert worker.process is not None
             worker.process.start()
-        _collect(combined, events, issue, on_progress)
+        collector.start()
+        try:
+            own = sender.run(issue)
+            here.sent, here.failed, here.skipped = own.sent_now, own.failed_now, own.skipped_now
+            here.retry, here.bounced, here.stopped = own.retry_now, own.bounced_now, own.stopped
+        except DigestError as exc:
+            here.error = str(exc)
+        here.done = True
+        collector.join()
     except BaseException:
+        here.done = True
         _stop(combined.workers)
         raise
     finally:
@@ -119,7 +153,7 @@ def run_workers(
         outbox.finish_issue(session, issue.id, now=utcnow())
     summary = summarise(db, issue)
     errors = tuple(
-        f"worker {i + 1} (pid {w.process.pid}): {w.error}"
+        f"worker {i + 1} (pid {w.process.pid if w.process else os.getpid()}): {w.error}"
         for i, w in enumerate(combined.workers) if w.error
     )
     stopped = next((w.stopped for w in combined.workers if w.stopped), None)
@@ -135,8 +169,8 @@ def run_workers(
     )
 
 
-def _collect(combined: _Combined, events: Queue[tuple[Any, ...]], issue: IssueRef,
-             on_progress: Callable[[Progress], None] | None) -> None:
+def _collect(combined: _Combined, events: Queue[tuple[Any, ...]],
+             report: Callable[[], None]) -> None:
     """Apply the workers' events until every worker has exited and reported."""
     workers = combined.workers
     while True:
@@ -156,12 +190,11 @@ def _collect(combined: _Combined, events: Queue[tuple[Any, ...]], issue: IssueRe
             elif kind == "error":
                 worker.error = values[0]
                 worker.done = True
-            if on_progress is not None:
-                on_progress(combined.progress(issue))
+            report()
             continue
         # The queue is drained: see who has exited without a last word.
         for worker in workers:
-            if not worker.done and worker.process.exitcode is not None:
+            if not worker.done and worker.process and worker.process.exitcode is not None:
                 worker.done = True
                 code = worker.process.exitcode
                 why = f"signal {-code}" if code < 0 else f"status {code}"
@@ -171,7 +204,8 @@ def _collect(combined: _Combined, events: Queue[tuple[Any, ...]], issue: IssueRe
                 )
         if all(w.done for w in workers):
             for worker in workers:
-                worker.process.join(_STOP_TIMEOUT)
+                if worker.process is not None:
+                    worker.process.join(_STOP_TIMEOUT)
             return
 
 
@@ -180,7 +214,7 @@ def _stop(workers: list[_Worker]) -> None:
     deadline = time.monotonic() + _STOP_TIMEOUT
     for worker in workers:
         process = worker.process
-        if process.pid is None:
+        if process is None or process.pid is None:
             continue
         process.join(max(0.0, deadline - time.monotonic()))
         if process.exitcode is None:

@@ -236,11 +236,9 @@ def send_issue(
         rest = _Background(complete_outbox, db, settings, issue.id)
         try:
             if workers > 1:
-                # The workers open their own connections; this one only proved the settings.
-                backend.close()
                 summary = run_workers(db, settings, issue, workers, rate=rate,
                                       worker_id=worker_id, on_progress=on_progress,
-                                      retry_wait=retry_wait)
+                                      retry_wait=retry_wait, sender=sender)
             else:
                 summary = sender.run(issue)
         finally:
