@@ -371,23 +371,28 @@ def draft_words_error(draft: Issue) -> InputError:
     )
 
 
-def dated(settings: Settings, window: Window, now: datetime | None = None) -> date:
+def dated(settings: Settings, window: Window, now: datetime | None = None, *,
+          sending: bool = False) -> date:
     """The date an issue for window carries: the day it is scheduled or sent, in timezone.
 
     A window that ends at a scheduled moment (what ``send --if-due`` sends) is dated that
-    day; any other window is dated the day it is sent, which for a preview is today.
+    day, also when cron catches up the next morning; sent early by hand (sending, before
+    that day), it is dated the day it goes. Any other window is dated the day it is sent,
+    which for a preview is today.
     """
     from digest.errors import ConfigError
     from digest.schedule import Schedule
 
     tz = settings.tz
+    today = (now or datetime.now(UTC)).astimezone(tz).date()
     try:
         scheduled = Schedule.from_settings(settings).window(window.end)
     except ConfigError:
         scheduled = None  # a broken schedule is reported by `digest schedule`, not here
     if scheduled is not None and (scheduled.start, scheduled.end) == (window.start, window.end):
-        return window.end.astimezone(tz).date()
-    return (now or datetime.now(UTC)).astimezone(tz).date()
+        day = window.end.astimezone(tz).date()
+        return min(day, today) if sending else day
+    return today
 
 
 def freeze_issue(

@@ -23,6 +23,7 @@ from digest.db import Database
 from digest.issues import parse_week, week_of
 from digest.mail.memory import MemoryBackend
 from digest.models import Article, Delivery, Issue, IssueArticle
+from digest.schedule import Schedule
 from tests.conftest import digest_env, seed_subscribers
 
 WEEK = "2025-W47"  # Monday 17 to Monday 24 November 2025, UTC
@@ -359,6 +360,28 @@ def test_a_scheduled_issue_is_dated_its_scheduled_day(
     saturday = datetime(2025, 11, 22, 8, tzinfo=UTC)
     ok(runner, env, "send", "--if-due", "--now", saturday.isoformat())
     assert "Issue 1 · 21 November 2025" in text_of(sent()[0])
+
+
+def test_a_draft_for_the_next_scheduled_issue_sent_early_is_dated_the_day_it_goes(
+    runner: CliRunner, env: dict[str, str], db: Database
+) -> None:
+    """The preview shows the scheduled day; sent by hand before it, the issue is dated today."""
+    seed_subscribers(db, 1)
+    now = datetime.now(UTC)
+    schedule = Schedule.from_settings(Settings())
+    window = schedule.window(schedule.next_runs(now, 1)[0])
+    with db.write() as session:
+        session.execute(insert(Article), [{
+            "url": "https://news.example.org/early", "title": "Story early",
+            "section": "Europe", "published_at": max(window.start, now - timedelta(seconds=30)),
+        }])
+    due = window.end.date()
+    drafted = ok(runner, env, "draft")
+    assert f"Drafted issue 1 ({window.label})" in drafted
+    assert f"dated      {due.day} {due:%B %Y}" in drafted
+    ok(runner, env, "send")
+    today = datetime.now(UTC).date()
+    assert f"Issue 1 · {today.day} {today:%B %Y}" in text_of(sent()[0])
 
 
 # ------------------------------------------------------------------------------ send a draft

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NamedTuple
 
@@ -106,7 +106,8 @@ def create_issue(
                     # The editor's draft is sent as it stands, dated the day its send starts.
                     own = Window(existing.window_start, existing.window_end, existing.label)
                     promoted = issue_store.promote_draft(session, existing.id,
-                                                         dated(settings, own, now))
+                                                         dated(settings, own, now,
+                                                               sending=True))
                     session.refresh(existing)
                     if not promoted:  # another sender started it first
                         return ref_of(existing), False
@@ -114,7 +115,8 @@ def create_issue(
                 elif existing is not None:
                     return ref_of(existing), False
                 else:
-                    issue = freeze_issue(session, content)
+                    day = dated(settings, window, now, sending=True)
+                    issue = freeze_issue(session, replace(content, issue_date=day))
                 moment = now or utcnow()
                 due = Timing.from_settings(settings).due_times(
                     window.end, outbox.subscriber_zones(session), moment
