@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from digest.errors import InputError
 
 
-def read_rows(text: str, delimiter: str, name: str, *,
+def read_rows(text: str | Iterable[str], delimiter: str, name: str, *,
               multiline: bool = True) -> Iterator[tuple[int, list[str]]]:
     """Yield (first line number, fields) for every row of text, header included.
+
+    text is the whole file, or its lines as they are read (a file opened with newline="").
 
     multiline=False also refuses a quoted field that spans lines, for files whose fields
     never hold a line break (an address, a name): there that is always a stray quote.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    lines = io.StringIO(text, newline="") if isinstance(text, str) else text
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     start = 1
     while True:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from digest.errors import InputError, NotFoundError
 from digest.local_time import clean_zone
 from digest.models import Subscriber, SubscriberStatus, Suppression, utcnow
 from digest.store import bounces as bounce_store
+from digest.store import imports
 from digest.store import subscribers as store
 from digest.tokens import TokenData
 
@@ -385,31 +387,42 @@ def _uncell(value: str) -> str:
     return value
 
 
-def parse_csv(
-    stream: TextIO,
-    known_sections: Sequence[str] = (),
-    *,
-    source_name: str = "file",
-    now: datetime | None = None,
-) -> ParsedImport:
-    """Read and validate a whole subscriber CSV before anything is written.
+@dataclass(frozen=True, slots=True)
+class _Header:
+    """What the header line says: column positions and the optional columns present."""
 
-    Columns: email (required), name, sections (separated by ; or ,), status, timezone (an
-    IANA name such as Europe/London). Other columns are ignored. A file that is not CSV or
-    lacks an email column raises InputError; invalid rows are counted and the first few
-    reported by line number.
-    """
-    now = now or utcnow()
+    index: dict[str, int]
+    width: int
+    columns: tuple[str, ...]  # optional columns present: name, sections, timezone
+
+
+def _checked_lines(stream: TextIO, source_name: str) -> Iterator[str]:
+    """The stream's lines, refusing text that is not UTF-8 or holds NUL bytes."""
     try:
-        text = stream.read()
+        for line in stream:
+            if "\x00" in line:
+                raise InputError(f"{source_name} is not a CSV file (it contains NUL bytes)")
+            yield line
     except UnicodeDecodeError:
         raise InputError(
             f"{source_name} is not a UTF-8 text file; save it as CSV (UTF-8)"
         ) from None
-    if "\x00" in text:
-        raise InputError(f"{source_name} is not a CSV file (it contains NUL bytes)")
-    first_line = text.split("\n", 1)[0]
-    reader = read_rows(text, _sniff_delimiter(first_line), source_name, multiline=False)
+
+
+def iter_import_rows(
+    stream: TextIO, known_sections: Sequence[str] = (), *, source_name: str = "file",
+) -> tuple[tuple[str, ...], Iterator[tuple[int, store.ImportRow | str]]]:
+    """(optional columns present, rows): each row is (line, ImportRow) or (line, error).
+
+    Reads the stream as it goes, so a file of any length takes the same memory. A file that
+    is not CSV or lacks an email column raises InputError (at once for the header; for a
+    broken quote or bad bytes further down, when the iteration reaches them).
+    """
+    lines = _checked_lines(stream, source_name)
+    first_line = next(lines, "")
+    chained = itertools.chain([first_line], lines) if first_line else iter(())
+    reader = read_rows(chained, _sniff_delimiter(first_line),
+                       source_name, multiline=False)
     first = next(reader, None)
     if first is None:
         raise InputError(f"{source_name} is empty; the first line must be e.g. email,name")
@@ -420,12 +433,18 @@ def parse_csv(
             f"{source_name} has no 'email' column in its first line (found {found}); "
             "the first line must name the columns, e.g. email,name,sections"
         )
-    index = {name: names.index(name)
-             for name in ("email", "name", "sections", "status", "timezone") if name in names}
-    width = len(names)
-    parsed = ParsedImport(columns=tuple(c for c in ("name", "sections", "timezone")
-                                        if c in index))
-    lines: dict[str, int] = {}
+    index: dict[str, int] = {
+        name: names.index(name)
+        for name in ("email", "name", "sections", "status", "timezone") if name in names
+    }
+    header = _Header(index, len(names), tuple(c for c in ("name", "sections", "timezone")
+                                              if c in index))
+    return header.columns, _validated(reader, header, known_sections)
+
+
+def _validated(reader: Iterator[tuple[int, list[str]]], header: _Header,
+               known_sections: Sequence[str]) -> Iterator[tuple[int, store.ImportRow | str]]:
+    index, width = header.index, header.width
     i_email = index["email"]
     i_name = index.get("name")
     i_sections = index.get("sections")
@@ -435,8 +454,7 @@ def parse_csv(
         if not any(cell.strip() for cell in row):
             continue
         if len(row) > width:
-            parsed.invalid += 1
-            parsed._error(line, f"{len(row)} fields but the header has {width}")
+            yield line, f"{len(row)} fields but the header has {width}"
             continue
         row = row + [""] * (width - len(row))
         try:
@@ -455,20 +473,94 @@ def parse_csv(
             )
             zone_name = clean_zone(row[i_zone]) if i_zone is not None else ""
         except InputError as exc:
-            parsed.invalid += 1
-            parsed._error(line, str(exc))
+            yield line, str(exc)
             continue
-        previous = lines.get(address.key)
-        if previous is not None:
-            parsed.duplicates += 1
-            parsed._error(previous, f"same address as line {line}, which is used")
-        lines[address.key] = line
-        parsed.rows[address.key] = store.ImportRow(
+        yield line, store.ImportRow(
             address.email, address.key,
             clean_name(_uncell(row[i_name])) if i_name is not None else "", sections, status,
             zone_name,
         )
+
+
+def parse_csv(
+    stream: TextIO,
+    known_sections: Sequence[str] = (),
+    *,
+    source_name: str = "file",
+    now: datetime | None = None,
+) -> ParsedImport:
+    """Read and validate a whole subscriber CSV before anything is written.
+
+    Columns: email (required), name, sections (separated by ; or ,), status, timezone (an
+    IANA name such as Europe/London). Other columns are ignored. A file that is not CSV or
+    lacks an email column raises InputError; invalid rows are counted and the first few
+    reported by line number. Holds every row in memory: import_csv streams instead.
+    """
+    columns, rows = iter_import_rows(stream, known_sections, source_name=source_name)
+    parsed = ParsedImport(columns=columns)
+    lines: dict[str, int] = {}
+    for line, row in rows:
+        if isinstance(row, str):
+            parsed.invalid += 1
+            parsed._error(line, row)
+            continue
+        previous = lines.get(row.email_key)
+        if previous is not None:
+            parsed.duplicates += 1
+            parsed._error(previous, f"same address as line {line}, which is used")
+        lines[row.email_key] = line
+        parsed.rows[row.email_key] = row
     return parsed
+
+
+def import_csv(
+    session: Session, stream: TextIO, known_sections: Sequence[str] = (), *,
+    source_name: str = "file", source: str = "import", now: datetime | None = None,
+) -> ImportReport:
+    """Validate and write a subscriber CSV of any length in the caller's one transaction.
+
+    The same rules, errors and report as parse_csv + apply_import, in bounded memory: rows
+    are validated a chunk at a time into a staging table (COPY on PostgreSQL), and repeated
+    addresses (the last one wins), suppressed addresses and the upsert are worked out by the
+    database. A broken file raises InputError and the caller's rollback leaves nothing.
+    """
+    now = now or utcnow()
+    columns, rows = iter_import_rows(stream, known_sections, source_name=source_name)
+    check = store.has_suppressions(session)
+    imports.begin(session)
+    invalid: list[tuple[int, str]] = []
+    invalid_count = 0
+    chunk: list[imports.StagedRow] = []
+    dumped: dict[tuple[str, ...], str] = {}
+    for line, row in rows:
+        if isinstance(row, str):
+            invalid_count += 1
+            if len(invalid) < MAX_REPORTED_ERRORS:
+                invalid.append((line, row))
+            continue
+        needs_hash = check or row.status in (Status.BOUNCED, Status.COMPLAINED)
+        chunk.append(imports.StagedRow(
+            line, row.email, row.email_key, row.name, row.sections, row.status, row.timezone,
+            email_hash(row.email_key) if needs_hash else None,
+        ))
+        if len(chunk) >= _IMPORT_BATCH:
+            imports.add(session, chunk, dumped)
+            chunk = []
+    imports.add(session, chunk, dumped)
+    repeated, pairs = imports.duplicates(session, MAX_REPORTED_ERRORS)
+    errors = sorted(invalid + [(a, f"same address as line {b}, which is used") for a, b in pairs])
+    suppressed = imports.suppressed(session) if check else 0
+    written = imports.written(session)
+    before = store.count(session)
+    imports.upsert(session, columns=columns, source=source, now=now)
+    imports.new_suppressions(session, now)
+    imports.end(session)
+    added = store.count(session) - before
+    return ImportReport(
+        added=added, updated=written - added, invalid=invalid_count, duplicates=repeated,
+        suppressed=suppressed,
+        errors=tuple(f"line {line}: {message}" for line, message in errors[:MAX_REPORTED_ERRORS]),
+    )
 
 
 def apply_import(

@@ -134,10 +134,9 @@ def import_cmd(app: AppContext, file: Path) -> None:
     Example:
       digest subscribers import list.csv
     """
-    with file.open(encoding="utf-8-sig", newline="") as stream:
-        parsed = subscribers.parse_csv(stream, app.settings.sections, source_name=file.name)
-    with app.db.write() as session:
-        report = subscribers.apply_import(session, parsed, source=f"import {file.name}")
+    with file.open(encoding="utf-8-sig", newline="") as stream, app.db.write() as session:
+        report = subscribers.import_csv(session, stream, app.settings.sections,
+                                        source_name=file.name, source=f"import {file.name}")
     for error in report.errors:
         click.echo(f"  skipped {error}", err=True)
     more = report.invalid + report.duplicates - len(report.errors)
