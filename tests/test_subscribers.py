@@ -552,8 +552,8 @@ def test_streaming_import_of_a_broken_file_writes_nothing(db: Database) -> None:
     """An unclosed quote far down the file: InputError naming its line, and no row written."""
     text = "email,name\n" + "".join(f"r{i}@example.org,R{i}\n" for i in range(12_000))
     text += 'late@example.org,"never closed\nmore@example.org,x\n'
-    with pytest.raises(InputError, match=r"list.csv: line 12002: a quoted field"):
-        with db.write() as session:
-            subscribers.import_csv(session, io.StringIO(text), source_name="list.csv")
+    with (pytest.raises(InputError, match=r"list.csv: line 12002: a quoted field"),
+          db.write() as session):
+        subscribers.import_csv(session, io.StringIO(text), source_name="list.csv")
     with db.read() as session:
         assert store.count(session) == 0
