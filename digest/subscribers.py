@@ -605,7 +605,7 @@ def apply_import(
 
 
 EXPORT_COLUMNS = ("email", "name", "sections", "status", "consent_at", "consent_source",
-                  "confirmed_at", "unsubscribed_at", "created_at")
+                  "confirmed_at", "unsubscribed_at", "created_at", "timezone")
 
 
 def _cell(value: str) -> str:
@@ -625,7 +625,7 @@ def export_csv(session: Session, out: TextIO, status: str | None = None) -> int:
         writer.writerow([
             _cell(s.email), _cell(s.name), ";".join(_cell(x) for x in s.sections or ()), s.status,
             _iso(s.consent_at), _cell(s.consent_source), _iso(s.confirmed_at),
-            _iso(s.unsubscribed_at), _iso(s.created_at),
+            _iso(s.unsubscribed_at), _iso(s.created_at), s.timezone,
         ])
         n += 1
     return n
@@ -655,6 +655,7 @@ def export_data(session: Session, email: str) -> dict[str, Any]:
             "name": subscriber.name,
             "status": subscriber.status,
             "sections": list(subscriber.sections or ()),
+            "timezone": subscriber.timezone or None,
             "consent_at": _iso(subscriber.consent_at) or None,
             "consent_source": subscriber.consent_source,
             "confirmed_at": _iso(subscriber.confirmed_at) or None,

@@ -213,6 +213,16 @@ def test_csv_import_reads_a_timezone_column(
     assert zones(db) == {"kiri@example.org": "Pacific/Auckland",
                          "ada@example.org": "Europe/London"}
 
+    # The export carries the column, so export → import keeps every reader's zone.
+    exported = runner.invoke(main, ["subscribers", "export"], env=env)
+    assert exported.exit_code == 0, exported.output
+    header, *lines = exported.output.splitlines()
+    assert header.endswith(",timezone")
+    assert sorted(line.rsplit(",", 1)[1] for line in lines) == ["Europe/London",
+                                                                "Pacific/Auckland"]
+    person = runner.invoke(main, ["subscribers", "export-data", "kiri@example.org"], env=env)
+    assert '"timezone": "Pacific/Auckland"' in person.output
+
 
 def test_subscribers_add_and_update_set_a_checked_timezone(
     runner: CliRunner, settings: Settings, db: Database
