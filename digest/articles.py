@@ -329,6 +329,18 @@ def parse_source(
     data: bytes, name: str, fmt: str | None = None, *, lenient: bool = False
 ) -> ParsedSource:
     """Parse bytes in the given format (or a detected one) into normalised articles."""
+    try:
+        return _parse_source(data, name, fmt, lenient=lenient)
+    except RecursionError:
+        # json (and the normalising walk) recurse per level: 100,000 nested arrays would
+        # otherwise end in a traceback.
+        raise InputError(
+            f"{name}: nested too deeply (thousands of levels of arrays or objects) to be "
+            "articles; nothing was imported"
+        ) from None
+
+
+def _parse_source(data: bytes, name: str, fmt: str | None, *, lenient: bool) -> ParsedSource:
     fmt = fmt or detect_format(data, name)
     if fmt == "feed":
         return parse_feed(data, name, lenient=lenient)

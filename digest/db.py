@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from digest.config import mask_url
@@ -111,6 +111,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     try:
         if backend == "sqlite":
             database = parsed.database or ""
+            # file:…?mode=ro&uri=true is SQLite's own URI form (read-only access, say).
+            if database.startswith("file:") and parsed.query.get("uri"):
+                database = database[len("file:"):]
             if database and database != ":memory:":
                 folder = Path(database).expanduser().resolve().parent
                 if not folder.is_dir():
@@ -136,6 +139,39 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             f"database driver {exc.name!r} is not installed; run pip install '.[postgres]' in "
             "the digest folder (or pip install 'psycopg[binary]')"
         ) from None
+
+
+# PostgreSQL SQLSTATE classes and codes (Appendix A of its manual) worth their own advice.
+_PG_PRIVILEGE = "42501"
+_PG_NO_SCHEMA = "3F000"  # "no schema has been selected": the role may not use the schema
+_PG_READ_ONLY = "25006"
+_PG_DISK_FULL = "53100"
+
+
+def describe_error(exc: SQLAlchemyError, url: str) -> str:
+    """A database error as one sentence that says what to do; never the SQL or its values."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    state = str(getattr(orig, "sqlstate", "") or "")
+    where = mask_url(url)
+    text = first.lower()
+    if state in (_PG_PRIVILEGE, _PG_NO_SCHEMA) or "permission denied" in text:
+        return (f"the database role of {where} lacks a privilege digest needs ({first}); "
+                "grant it (e.g. GRANT USAGE ON SCHEMA public and GRANT SELECT, INSERT, UPDATE, "
+                "DELETE ON ALL TABLES IN SCHEMA public TO that role), or connect as the role "
+                "that owns digest's tables")
+    if state == _PG_READ_ONLY or "readonly database" in text or "read-only" in text:
+        return (f"the database {where} is read-only ({first}); digest must be able to write "
+                "to it: check the file's permissions, or the role's or server's read-only "
+                "setting")
+    if state == _PG_DISK_FULL or "disk is full" in text or "no space left" in text:
+        return f"the disk under the database {where} is full ({first}); free some space"
+    if isinstance(exc, OperationalError) and any(
+        word in text for word in ("connect", "connection", "timeout", "could not translate")
+    ):
+        return (f"cannot reach the database {where} ({first}); check that the server runs "
+                "and that the host, port and database name in the URL are right")
+    return f"database error on {where}: {first}"
 
 
 @cache
@@ -172,8 +208,9 @@ def upgrade(engine: Engine) -> bool:
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
         return True
-    except (OperationalError, sqlite3.OperationalError) as exc:
+    except SQLAlchemyError as exc:
+        raise ConfigError(describe_error(exc, engine.url.render_as_string(False))) from None
+    except sqlite3.OperationalError as exc:
         raise ConfigError(
-            f"cannot open the database {mask_url(engine.url.render_as_string(False))}: "
-            f"{getattr(exc, 'orig', exc)}"
+            f"cannot open the database {mask_url(engine.url.render_as_string(False))}: {exc}"
         ) from None

@@ -245,3 +245,11 @@ def test_articles_table_stays_aligned_with_emoji_and_wide_titles(
     starts = {wcwidth.wcswidth(row[:row.index("https://")]) for row in rows}
     assert len(starts) == 1, result.output
     assert "👩‍👩‍👧 Families" in result.output  # a cut never splits the emoji sequence
+
+
+def test_json_nested_100000_deep_is_an_input_error(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = runner.invoke(main, ["import", "deep.json"])
+    assert result.exit_code == 1, result.output
+    assert "deep.json: nested too deeply" in result.output
+    assert count(tmp_path / "subscribers.db", Article) == 0

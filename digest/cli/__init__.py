@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from digest import __version__
 from digest.config import LoadedSettings, Settings, load_settings
-from digest.db import Database
+from digest.db import Database, describe_error
 from digest.errors import DigestError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,13 +56,21 @@ def pass_app(func: F) -> F:
 
 
 class DigestGroup(click.Group):
-    """A group that turns DigestError into ``Error: …`` and exit code 1."""
+    """A group that turns DigestError, and database errors, into ``Error: …`` and exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except DigestError as exc:
             raise click.ClickException(str(exc)) from exc
+        except SQLAlchemyError as exc:
+            # Unreachable server, missing privilege, read-only file: every write is one
+            # transaction, so the data is as it was before the command.
+            app = ctx.find_object(AppContext)
+            url = app.settings.database_url if app is not None else ""
+            raise click.ClickException(
+                describe_error(exc, url) + ". Nothing was half-written."
+            ) from None
 
 
 @click.group(cls=DigestGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -11,9 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from digest import subscribers
 from digest.config import Settings
-from digest.db import Database
+from digest.db import Database, describe_error
 from digest.errors import (
     InputError,
     LockedError,
@@ -203,13 +206,34 @@ class Sender:
             if stopped == IssueStatus.CANCELLED:
                 with self.db.write() as session:
                     outbox.skip_unsent(session, issue.id, "issue cancelled")
+        except SQLAlchemyError as exc:
+            # Typically after the mail server's 250: the results of the batch in flight
+            # could not be stored. Its rows stay in flight, so nothing is lost or doubled
+            # beyond that batch, which a rerun resends with the same Message-IDs.
+            raise SendError(
+                f"{describe_error(exc, self.db.url)}. {tally.sent} deliveries were sent and "
+                f"recorded in this run; {self._in_flight(issue)} left in flight are the "
+                "only ones whose outcome is not stored. Once the database can be written "
+                "again, run digest send again: it resends only those (with the same "
+                "Message-IDs, so receivers can drop a copy) and then the rest"
+            ) from None
         finally:
             self._drain(upcoming, records)
             db_thread.shutdown(wait=True)
             if holds_lease:
-                with self.db.write() as session:
+                # A lease that cannot be released here simply expires.
+                with contextlib.suppress(SQLAlchemyError), self.db.write() as session:
                     outbox.release_issue_lease(session, issue.id, self.owner)
         return self._summary(issue, tally, stopped, started)
+
+    def _in_flight(self, issue: IssueRef) -> str:
+        """How many of the issue's rows are in flight, as words (the database may refuse)."""
+        try:
+            with self.db.read() as session:
+                count = outbox.counts(session, issue.id).inflight
+        except SQLAlchemyError:
+            return "the deliveries"
+        return f"the {count} deliveries"
 
     def _drain(self, upcoming: Future[_Batch | str | None] | None,
                records: list[Future[None]]) -> None:
@@ -217,6 +241,8 @@ class Sender:
         for record in records:
             try:
                 record.result()
+            except SQLAlchemyError:
+                pass  # the first error is already on its way up, and names the cause
             except Exception:  # the first error is already on its way up
                 log.exception("recording a batch failed while stopping")
         if upcoming is None:
@@ -226,7 +252,8 @@ class Sender:
         except Exception:  # the error that stopped the loop is raised instead
             return
         if isinstance(claimed, _Batch) and claimed.rows:
-            with self.db.write() as session:
+            # If the database refuses this too, the rows wait for their lease to end.
+            with contextlib.suppress(SQLAlchemyError), self.db.write() as session:
                 outbox.unclaim(session, [r.id for r in claimed.rows], self.owner)
 
     def _take_issue_lease(self, issue: IssueRef) -> None:
