@@ -254,7 +254,7 @@ def backend_alone(messages: Sequence[OutgoingMessage], port: int, connections: i
 def naive_script(url: str, port: int, count: int) -> None:
     """What a first script does: per subscriber, render the issue (Jinja + MJML), build an
     EmailMessage, open a connection, send, quit."""
-    settings = Settings(database_url=url, secret_key=("bench-secret",),
+    settings = Settings(database_url=url, secret_key=("bench-secret-key-0123",),
                         postal_address="1 Example Street", base_url="https://news.example.org",
                         from_email=SENDER)
     db = Database(url)

@@ -77,7 +77,7 @@ def test_digest_check_refuses_a_theme_below_wcag_aa(runner: CliRunner, tmp_path:
     seed(url)
     env = {
         "DIGEST_DATABASE_URL": url,
-        "DIGEST_SECRET_KEY": "theme-test-key",
+        "DIGEST_SECRET_KEY": "theme-test-key-0123",
         "DIGEST_POSTAL_ADDRESS": "1 Example Street, Springfield",
         "DIGEST_BASE_URL": "https://news.example.org",
         "DIGEST_FROM_EMAIL": "weekly@news.example.org",
