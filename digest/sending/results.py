@@ -125,12 +125,13 @@ class SendSummary:
     def exit_code(self) -> int:
         """0 all sent, 1 a worker failed, 3 some deliveries failed, 4 none failed but some
         still wait (retry). Rows not yet due (deliver_at waves) are not a reason for 4: cron
-        would report every run of a 26-hour send."""
+        would report every run of a 26-hour send. Nor are rows in flight: when this run ends
+        its own batches are recorded, so those belong to another sender still at work."""
         if self.errors:
             return EXIT_ERROR
         if self.counts.failed:
             return EXIT_SOME_FAILED
-        if self.counts.unfinished > self.waiting and self.status == IssueStatus.SENDING:
+        if self.counts.pending > self.waiting and self.status == IssueStatus.SENDING:
             return EXIT_SOME_PENDING
         return EXIT_OK
 
