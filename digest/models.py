@@ -186,7 +186,7 @@ class Issue(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column()
     # Delivery rows still to be made (PostgreSQL, large lists): active subscribers with ids
     # rest_from..rest_to, due as computed at rest_moment. The first rows are made with the
-    # issue, so sending starts at once; the rest follow in one INSERT … SELECT meanwhile.
+    # issue, so sending starts at once; the rest follow, a chunk of ids per INSERT … SELECT.
     rest_from: Mapped[int | None] = mapped_column(Integer)
     rest_to: Mapped[int | None] = mapped_column(Integer)
     rest_moment: Mapped[datetime | None] = mapped_column()

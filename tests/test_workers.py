@@ -246,7 +246,7 @@ def test_workers_on_sqlite_is_a_usage_error_naming_postgresql(
 
 
 def test_a_large_list_gets_its_first_rows_at_once_and_the_rest_even_after_a_crash(
-    pg_db: Database, settings: Settings
+    pg_db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The issue starts with its first HEAD_ROWS deliveries; the rest are never lost.
 
@@ -254,10 +254,11 @@ def test_a_large_list_gets_its_first_rows_at_once_and_the_rest_even_after_a_cras
     behind: the next send makes the missing rows (once) and delivers every subscriber.
     """
     from digest.mail.memory import MemoryBackend
-    from digest.sending import create_issue, prepare, send_issue
+    from digest.sending import control, create_issue, prepare, send_issue
     from digest.sending.control import HEAD_ROWS
     from digest.store import outbox
 
+    monkeypatch.setattr(control, "REST_CHUNK", 200)  # the rest in three chunks
     window = send_window(settings)
     seed_articles(pg_db, window, 2)
     emails = seed_subscribers(pg_db, HEAD_ROWS + 500)

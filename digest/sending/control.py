@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import time
@@ -38,6 +39,8 @@ from digest.store import outbox, retries
 
 #: Delivery rows made with the issue on PostgreSQL; complete_outbox makes the rest.
 HEAD_ROWS = 2000
+#: Subscriber ids per INSERT … SELECT of complete_outbox (one short transaction each).
+REST_CHUNK = 50_000
 # Advisory lock class (the first key) under which complete_outbox runs, per issue id.
 _REST_LOCK = 0x64676F62
 
@@ -139,35 +142,47 @@ def create_issue(
 
 
 
-def complete_outbox(db: Database, settings: Settings, issue_id: int) -> int:
-    """Make the delivery rows create_issue left for later, in one INSERT … SELECT.
+def complete_outbox(db: Database, settings: Settings, issue_id: int, *,
+                    chunks: int | None = None) -> int:
+    """Make the delivery rows create_issue left for later, REST_CHUNK subscriber ids at a time.
 
-    Returns the rows made (0 when none were left). Any number of senders may call it at
-    once: they queue on an advisory lock, and only the first finds rows left to make. A
-    sender that dies halfway rolls back, and the next caller makes them all.
+    Returns the rows this call made (0 when none were left). Each chunk is one INSERT …
+    SELECT in its own short transaction, so senders claim and record between chunks instead
+    of waiting for a million-row statement. Any number of senders may call this at once:
+    they take turns on an advisory lock, and each chunk is made exactly once, since the
+    transaction that makes it also moves rest_from past it. A sender that dies halfway
+    loses only its open chunk, which the next caller makes. chunks bounds how many this call
+    makes (a sender with nothing to claim makes one, then sends it).
     """
-    with db.read() as session:
-        if session.scalar(select(Issue.rest_from).where(Issue.id == issue_id)) is None:
-            return 0
     domain = message_id_domain(settings)
-    with db.write() as session:
-        session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
-                        {"a": _REST_LOCK, "b": issue_id})
-        issue = session.get_one(Issue, issue_id, populate_existing=True)
-        if issue.rest_from is None or issue.rest_to is None:
-            return 0
-        due = Timing.from_settings(settings).due_times(
-            issue.window_end, outbox.subscriber_zones(session), issue.rest_moment or utcnow()
-        )
-        made = outbox.create_deliveries(
-            session, issue_id, domain=domain, now=due.default, due_by_zone=due.by_zone,
-            first_id=issue.rest_from, last_id=issue.rest_to,
-        )
-        issue.rest_from = issue.rest_to = None
-        issue.rest_moment = None
-        if issue.status == IssueStatus.CANCELLED:
-            outbox.skip_unsent(session, issue_id, "issue cancelled")
-        return made
+    made = 0
+    for _ in itertools.count() if chunks is None else range(chunks):
+        with db.read() as session:
+            if session.scalar(select(Issue.rest_from).where(Issue.id == issue_id)) is None:
+                return made
+        with db.write() as session:
+            session.execute(text("SELECT pg_advisory_xact_lock(:a, :b)"),
+                            {"a": _REST_LOCK, "b": issue_id})
+            issue = session.get_one(Issue, issue_id, populate_existing=True)
+            if issue.rest_from is None or issue.rest_to is None:
+                return made
+            last = min(issue.rest_to, issue.rest_from + REST_CHUNK - 1)
+            due = Timing.from_settings(settings).due_times(
+                issue.window_end, outbox.subscriber_zones(session),
+                issue.rest_moment or utcnow(),
+            )
+            made += outbox.create_deliveries(
+                session, issue_id, domain=domain, now=due.default, due_by_zone=due.by_zone,
+                first_id=issue.rest_from, last_id=last,
+            )
+            if last >= issue.rest_to:
+                issue.rest_from = issue.rest_to = None
+                issue.rest_moment = None
+            else:
+                issue.rest_from = last + 1
+            if issue.status == IssueStatus.CANCELLED:
+                outbox.skip_unsent(session, issue_id, "issue cancelled")
+    return made
 
 
 def summarise(db: Database, issue: IssueRef) -> SendSummary:

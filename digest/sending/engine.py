@@ -171,7 +171,7 @@ class Sender:
                     # next_due must see the previous batches' retries and leases.
                     _raise_finished(records, wait=True)
                     self._release_dead_claims(issue)
-                    if complete_outbox(self.db, self.settings, issue.id):
+                    if complete_outbox(self.db, self.settings, issue.id, chunks=1):
                         # The rest of the list arrived (made here, or waited for).
                         upcoming = db_thread.submit(self._claim_and_build, issue, content,
                                                     holds_lease)
