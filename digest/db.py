@@ -65,7 +65,12 @@ class Database:
             self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
         if migrate:
-            upgrade(self.engine)
+            try:
+                upgrade(self.engine)
+            except BaseException:
+                # The caller never gets this object to dispose of, so close the pool here.
+                self.engine.dispose()
+                raise
 
     @property
     def is_sqlite(self) -> bool:

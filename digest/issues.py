@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from digest.config import Settings
 from digest.errors import InputError
+from digest.local_time import issue_day, parse_deliver_at
 from digest.models import Article, Issue, IssueStatus, Placement
 from digest.store import issues as store
 
@@ -390,6 +391,12 @@ def dated(settings: Settings, window: Window, now: datetime | None = None, *,
     except ConfigError:
         scheduled = None  # a broken schedule is reported by `digest schedule`, not here
     if scheduled is not None and (scheduled.start, scheduled.end) == (window.start, window.end):
+        if parse_deliver_at(settings.deliver_at) is not None:
+            # Local delivery: the window ends at deliver_at on the issue's day where days
+            # begin first (UTC+14), which in most zones is still the day before. Readers get
+            # it on the issue's day at their own hour (also when it is started early by
+            # hand: the waves still wait for that day), so that is the date it carries.
+            return issue_day(window.end)
         day = window.end.astimezone(tz).date()
         return min(day, today) if sending else day
     return today

@@ -5,6 +5,7 @@ Each area adds its fixtures in its own marked block below.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from collections.abc import Iterator
@@ -567,3 +568,11 @@ def create_web_app(settings: Settings, test_config: dict[str, Any]) -> Flask:
 
 
 # --- end web fixtures ---
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """Collect garbage as each test ends, so a connection or socket a test leaves open
+    warns (and fails) in that test, not in whichever later test the collector runs."""
+    yield
+    gc.collect()

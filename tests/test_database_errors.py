@@ -120,9 +120,6 @@ class RevokeAfterFirstBatch(SMTPBackend):
         return results
 
 
-# The failed run's pipelined connections are garbage-collected after the command ends (the
-# process would exit there); that is not what this test is about.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_write_that_fails_after_the_250_loses_nothing_and_a_rerun_resends_only_that(
     runner: CliRunner, postgres: tuple[str, str], smtp_server: SMTPTestServer,
 ) -> None:

@@ -4,6 +4,8 @@ retries inside the send window, and sends nobody twice across a crash between th
 
 from __future__ import annotations
 
+import email
+import email.policy
 import signal
 import subprocess
 import time
@@ -114,6 +116,16 @@ def test_each_reader_gets_the_issue_at_eight_in_their_own_zone(
         timedelta(hours=21)
     done = cron.run(START + timedelta(hours=40))
     assert "already sent" in done
+    # The issue is dated the day its readers get it, Friday, in every part of every message
+    # (its window ends on Thursday in New York, where the publication is).
+    for message in smtp_server.messages:
+        plain = email.message_from_bytes(message.data, policy=email.policy.default)
+        parts = [part.get_content() for part in plain.walk() if part.get_content_maintype()
+                 == "text"]
+        assert len(parts) == 2
+        for part in parts:
+            assert "21 November 2025" in part
+            assert "20 November 2025" not in part
 
 
 def test_the_send_window_holds_a_retry_until_it_opens(
