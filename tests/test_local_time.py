@@ -119,8 +119,8 @@ def test_each_reader_gets_the_issue_at_eight_in_their_own_zone(
     # The issue is dated the day its readers get it, Friday, in every part of every message
     # (its window ends on Thursday in New York, where the publication is).
     for message in smtp_server.messages:
-        plain = email.message_from_bytes(message.data, policy=email.policy.default)
-        parts = [part.get_content() for part in plain.walk() if part.get_content_maintype()
+        received = email.message_from_bytes(message.data, policy=email.policy.default)
+        parts = [part.get_content() for part in received.walk() if part.get_content_maintype()
                  == "text"]
         assert len(parts) == 2
         for part in parts:
