@@ -128,6 +128,38 @@ def test_each_reader_gets_the_issue_at_eight_in_their_own_zone(
             assert "20 November 2025" not in part
 
 
+def test_issues_show_lists_the_waves_still_to_come(
+    runner: CliRunner, local_env: dict[str, str], smtp_server: SMTPTestServer
+) -> None:
+    """An editor asks, mid-send, who is still to get the issue and when."""
+    cron = Cron(runner, local_env, smtp_server)
+    cron.run(START + timedelta(hours=1))  # the issue is made; no reader's 08:00 yet
+
+    def show(now: datetime) -> list[str]:
+        result = runner.invoke(main, ["issues", "show", "2025-W47", "--now", now.isoformat()],
+                               env=local_env)
+        assert result.exit_code == 0, result.output
+        return result.output.splitlines()
+
+    def line(zone: str) -> str:
+        shown = local_eight(zone).astimezone(ZoneInfo(PUBLICATION_ZONE))
+        return f"    {shown:%Y-%m-%d %H:%M %Z}  3"
+
+    before = show(START + timedelta(hours=1))
+    waves = before[before.index(next(t for t in before if "still to come" in t)):][:5]
+    assert "12 deliveries in 4 wave(s)" in waves[0], before
+    # Earliest first: Auckland (Thu 14:00 in New York), London, New York, Los Angeles.
+    order = ("Pacific/Auckland", "Europe/London", "", "America/Los_Angeles")
+    assert waves[1:] == [line(zone) for zone in order], before
+
+    cron.run(local_eight("Pacific/Auckland"))  # Auckland's wave goes out
+    after = show(local_eight("Pacific/Auckland"))
+    assert any("9 deliveries in 3 wave(s)" in t for t in after), after
+    assert line("Pacific/Auckland") not in after
+    cron.run(START + timedelta(hours=40))
+    assert not any("still to come" in t for t in show(START + timedelta(hours=40)))
+
+
 def test_the_send_window_holds_a_retry_until_it_opens(
     runner: CliRunner, local_env: dict[str, str], smtp_server: SMTPTestServer
 ) -> None:

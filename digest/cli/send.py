@@ -370,8 +370,9 @@ def _local(moment: datetime | None, app: AppContext) -> str:
 @click.argument("issue")
 @click.option("--errors", "error_count", type=click.IntRange(0, 1000), default=10,
               show_default=True, help="How many recent errors to list.")
+@click.option("--now", "now_text", hidden=True, help="Testing only: pretend it is this time.")
 @pass_app
-def issues_show(app: AppContext, issue: str, error_count: int) -> None:
+def issues_show(app: AppContext, issue: str, error_count: int, now_text: str | None) -> None:
     """Details of one issue (label like 2025-W47, or number): window, counts, errors.
 
     \b
@@ -380,7 +381,8 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
     """
     from digest import bounces, sending
 
-    d = sending.issue_details(app.db, issue, errors=error_count, settings=app.settings)
+    d = sending.issue_details(app.db, issue, errors=error_count, settings=app.settings,
+                              now=_parse_now(now_text))
     c = d.counts
     status = _status(d.issue.status, d.issue.id, {d.issue.id: d.retryable})
     click.echo(f"Issue {d.issue.number} ({d.issue.label}): {status}")
@@ -395,6 +397,7 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
                f"{c.pending} pending, {c.inflight} in flight, {c.skipped} skipped")
     if d.retry_after is not None and c.pending:
         click.echo(f"  next retry  {_local(d.retry_after, app)}")
+    _show_waves(d.waves, app)
     if d.lease_owner:
         click.echo(f"  sender lease  {d.lease_owner}")
     for owner, until, rows in d.senders:
@@ -410,6 +413,25 @@ def issues_show(app: AppContext, issue: str, error_count: int) -> None:
     if d.retryable:
         click.echo(f"  {d.retryable} failed deliveries had a temporary or unknown cause; once "
                    f"it is fixed, run: digest send --retry-failed {d.issue.label}")
+
+
+#: Waves listed one per line before the rest are summed up.
+_WAVES_SHOWN = 8
+
+
+def _show_waves(waves: list[tuple[datetime, int]], app: AppContext) -> None:
+    """The first attempts still to come, one line per due moment (deliver_at = "local …")."""
+    if not waves:
+        return
+    total = sum(rows for _, rows in waves)
+    click.echo(f"  still to come  {total} deliveries in {len(waves)} wave(s), each at its "
+               "readers' hour (shown in the publication's zone):")
+    for when, rows in waves[:_WAVES_SHOWN]:
+        click.echo(f"    {_local(when, app)}  {rows}")
+    rest = waves[_WAVES_SHOWN:]
+    if rest:
+        click.echo(f"    … {sum(r for _, r in rest)} more in {len(rest)} later wave(s), the "
+                   f"last at {_local(rest[-1][0], app)}")
 
 
 @issues_group.command("pause")

@@ -6,7 +6,7 @@ import itertools
 import random
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import NamedTuple
 
@@ -216,6 +216,7 @@ class IssueDetails:
     retry_after: datetime | None
     lease_owner: str | None = None
     retryable: int = 0  # failed rows that digest send --retry-failed would requeue
+    waves: list[tuple[datetime, int]] = field(default_factory=list)  # (due, rows) to come
 
 
 def list_issues(db: Database) -> list[tuple[IssueRef, outbox.Counts]]:
@@ -233,7 +234,8 @@ def retryable_by_issue(db: Database) -> dict[int, int]:
 
 
 def issue_details(db: Database, ref: str, *, errors: int = 10,
-                  settings: Settings | None = None) -> IssueDetails:
+                  settings: Settings | None = None, now: datetime | None = None,
+                  ) -> IssueDetails:
     """Everything ``digest issues show`` prints about one issue.
 
     With settings, an issue without a subject override shows the subject readers get.
@@ -259,6 +261,7 @@ def issue_details(db: Database, ref: str, *, errors: int = 10,
             retry_after=outbox.next_retry(session, issue.id)[1],
             lease_owner=issue.lease_owner,
             retryable=retries.retryable_counts(session, [issue.id]).get(issue.id, 0),
+            waves=outbox.upcoming_waves(session, issue.id, now or utcnow()),
         )
 
 

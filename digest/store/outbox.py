@@ -527,6 +527,23 @@ def waiting_count(session: Session, issue_id: int) -> int:
     ) or 0)
 
 
+def upcoming_waves(session: Session, issue_id: int, now: datetime,
+                   ) -> list[tuple[datetime, int]]:
+    """(due moment, rows) of first attempts still to come, earliest first.
+
+    With deliver_at = "local HH:MM" every time zone's readers are due at their own moment;
+    the zones that share a UTC offset share a wave. At most a few dozen moments.
+    """
+    rows = session.execute(
+        select(Delivery.next_attempt_at, func.count())
+        .where(Delivery.issue_id == issue_id, _unfinished(session, DeliveryStatus.PENDING),
+               Delivery.attempts == 0, Delivery.next_attempt_at > now)
+        .group_by(Delivery.next_attempt_at)
+        .order_by(Delivery.next_attempt_at)
+    )
+    return [(_as_utc(when), int(count)) for when, count in rows]
+
+
 def _as_utc(value: Any) -> datetime:
     """Aggregates (min/max) lose the column type on SQLite and come back as text."""
     if isinstance(value, str):
@@ -786,5 +803,6 @@ __all__ = [
     "take_issue_lease",
     "take_tokens",
     "unclaim",
+    "upcoming_waves",
     "waiting_count",
 ]
