@@ -91,3 +91,45 @@ def test_rows_of_later_waves_are_never_read_by_a_claim(sqlite_url: str) -> None:
     assert "ix_deliveries_claim (issue_id=? AND status=? AND next_attempt_at<?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
     db.dispose()
+
+
+def test_a_claim_cursor_never_loses_a_row_behind_it(db_url: str) -> None:
+    """A sender on PostgreSQL walks on from its last claim (ClaimCursor); rows that fall
+    behind it (given back unsent, or whose lease ran out) are still claimed, each once."""
+    db, issue_id, now = issue_with_300_rows(db_url)
+    cursor = outbox.ClaimCursor(timedelta(seconds=30))
+
+    def claim(owner: str, at: datetime, limit: int, lease: timedelta,
+              use: outbox.ClaimCursor | None) -> list[int]:
+        with db.write() as session:
+            return [r.id for r in outbox.claim_batch(
+                session, issue_id, owner, limit=limit, now=at, lease_until=at + lease,
+                cursor=use)]
+
+    def sent(owner: str, ids: list[int], at: datetime) -> None:
+        with db.write() as session:
+            outbox.record_results(session, owner, [
+                outbox.ResultRow(i, "sent", 250, "250 ok") for i in ids], now=at)
+
+    first = claim("a", now, 100, timedelta(minutes=2), cursor)
+    given_back = first[:5]
+    with db.write() as session:
+        outbox.unclaim(session, given_back, "a")  # back to pending, behind the cursor
+    sent("a", first[5:], now)
+    # Another sender claims 10 and dies: their lease has run out a second later.
+    dead = claim("b", now, 10, timedelta(seconds=1), None)
+
+    seen: list[int] = []
+    for step in range(1, 20):
+        at = now + timedelta(seconds=2 * step)
+        batch = claim("a", at, 50, timedelta(minutes=2), cursor)
+        if not batch:
+            break
+        seen += batch
+        sent("a", batch, at)
+    assert sorted(seen) == sorted(set(seen)), "a row was claimed twice"
+    assert set(given_back) <= set(seen) and set(dead) <= set(seen)
+    assert set(first[5:]) | set(seen) == set(range(min(first), min(first) + 300))
+    with db.read() as session:
+        assert outbox.counts(session, issue_id).sent == 300
+    db.dispose()

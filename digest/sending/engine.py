@@ -102,6 +102,12 @@ class Sender:
                                          int(rate * settings.send_lease_seconds / 4)))
         self._templates: dict[frozenset[str] | None, MessageTemplate | None] = {}
         self._content: IssueContent | None = None
+        self._cursor = self._new_cursor()
+
+    def _new_cursor(self) -> outbox.ClaimCursor:
+        # Expired leases are looked for four times per lease (and whenever a claim comes up
+        # short), so a dead sender's rows wait at most a quarter lease longer than before.
+        return outbox.ClaimCursor(timedelta(seconds=self.settings.send_lease_seconds / 4))
 
     # ---- templates
 
@@ -143,6 +149,7 @@ class Sender:
         """
         with self.db.read() as session:
             content = content_of(session, session.get_one(Issue, issue.id))
+        self._cursor = self._new_cursor()
         started = time.monotonic()
         with self.db.read() as session:
             start_counts = outbox.expected_counts(session, issue.id)
@@ -311,6 +318,7 @@ class Sender:
                 rows = outbox.claim_batch(
                     session, issue.id, self.owner, limit=self.batch_size, now=now,
                     lease_until=outbox.lease_for(self.settings.send_lease_seconds, now),
+                    cursor=self._cursor,
                 )
                 held = self._closed(rows, now)
                 if held:

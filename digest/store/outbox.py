@@ -32,6 +32,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -204,7 +205,8 @@ def create_deliveries(session: Session, issue_id: int, *, domain: str, now: date
          "message_id", "last_reply"],
         rows,
     )
-    return _rowcount(session.execute(stmt))
+    # psycopg reports no row count for INSERT … SELECT unless SQLAlchemy is asked to keep it.
+    return _rowcount(session.execute(stmt.execution_options(preserve_rowcount=True)))
 
 
 def split_point(session: Session, head: int) -> tuple[int, int] | None:
@@ -237,8 +239,34 @@ def rest_count(session: Session, issue_id: int) -> int:
 # ------------------------------------------------------------------------------ claims
 
 
+@dataclass
+class ClaimCursor:
+    """What one sender remembers between its claims, so a claim on PostgreSQL stays short.
+
+    PostgreSQL keeps the index entry of every row version until VACUUM removes it, and a
+    send updates each row twice (claimed, then sent). Without a cursor, every claim walks
+    the index from the start of the issue's pending range over the dead entries of all the
+    rows sent so far: at 1,000,000 subscribers the claim query came to touch ~4,000 pages
+    for 100 rows (20 ms) and the send slowed from ~3,800 to ~2,300 rows/s as it went. So a
+    sender starts its pending walk just after the last (due time, id) it claimed, and looks
+    for expired leases (which walks the in-flight range) only every ``expired_every``.
+    Whenever that finds less than a batch, the claim looks again over the whole range, so
+    a row behind the cursor (given back by a sender that stopped, or made later for an
+    earlier local-time wave) is still found before a sender decides nothing is left.
+    SQLite updates its index in place and has no dead entries: it never uses the cursor.
+    """
+
+    expired_every: timedelta
+    after: tuple[datetime, int] | None = None
+    expired_checked: datetime | None = None
+
+    def expired_due(self, now: datetime) -> bool:
+        return self.expired_checked is None or now - self.expired_checked >= self.expired_every
+
+
 def _claimable_ids(
-    session: Session, issue_id: int, now: datetime, limit: int
+    session: Session, issue_id: int, now: datetime, limit: int,
+    cursor: ClaimCursor | None = None,
 ) -> list[int]:
     """Up to limit claimable row ids: in-flight rows whose lease ran out, then due pending rows.
 
@@ -247,29 +275,58 @@ def _claimable_ids(
     80,000 rows as at 5,000. With the OR, SQLite read and sorted the issue's whole outbox on
     every claim. Pending rows are read in due order, so the rows of later local-time waves
     (deliver_at) lie past the end of the range and are never read before they fall due.
+    With a cursor (PostgreSQL), see ClaimCursor.
     """
-    ids: list[int] = []
     table = _deliveries
-    for status, ready in (
-        (DeliveryStatus.INFLIGHT, table.c.lease_expires_at <= now),
-        (DeliveryStatus.PENDING, table.c.next_attempt_at <= now),
-    ):
-        if len(ids) >= limit:
-            break
-        pick = (
-            select(table.c.id)
-            .where(table.c.issue_id == issue_id, _unfinished(session, status), ready)
+    if cursor is not None and _dialect(session) != "postgresql":
+        cursor = None
+
+    def pick(status: DeliveryStatus, ready: ColumnElement[bool], count: int,
+             *extra: ColumnElement[bool]) -> list[tuple[int, datetime]]:
+        query = (
+            select(table.c.id, table.c.next_attempt_at)
+            .where(table.c.issue_id == issue_id, _unfinished(session, status), ready, *extra)
             .order_by(table.c.next_attempt_at, table.c.id)
-            .limit(limit - len(ids))
+            .limit(count)
             .with_for_update(skip_locked=True)
         )
-        ids.extend(session.scalars(pick))
+        return [(int(i), at) for i, at in session.execute(query).all()]
+
+    def expired(count: int) -> list[int]:
+        if cursor is not None:
+            cursor.expired_checked = now
+        return [i for i, _ in pick(DeliveryStatus.INFLIGHT, table.c.lease_expires_at <= now,
+                                   count)]
+
+    due = table.c.next_attempt_at <= now
+    ids: list[int] = []
+    if cursor is None or cursor.expired_due(now):
+        ids = expired(limit)
+    if len(ids) < limit and cursor is not None and cursor.after is not None:
+        at, last = cursor.after
+        found = pick(DeliveryStatus.PENDING, due, limit - len(ids), tuple_(
+            table.c.next_attempt_at, table.c.id,
+        ) > tuple_(literal(at, UTCDateTime()), literal(last, Integer)))
+        ids += [i for i, _ in found]
+        if found:
+            cursor.after = max(cursor.after, max((when, i) for i, when in found))
+    if len(ids) < limit:
+        # The whole range: no cursor yet, or it ran dry (rows behind it, or nothing left).
+        if cursor is not None and cursor.expired_checked != now:
+            ids += [i for i in expired(limit - len(ids)) if i not in ids]
+        have = set(ids)
+        found = [(i, when) for i, when in pick(DeliveryStatus.PENDING, due, limit)
+                 if i not in have][:limit - len(ids)]
+        ids += [i for i, _ in found]
+        if cursor is not None and found:
+            last_found = max((when, i) for i, when in found)
+            cursor.after = max(cursor.after, last_found) if cursor.after else last_found
     return ids
 
 
 def claim_batch(
     session: Session, issue_id: int, owner: str, *, limit: int, now: datetime,
-    lease_until: datetime,
+    lease_until: datetime, cursor: ClaimCursor | None = None,
 ) -> list[ClaimedDelivery]:
     """Claim up to limit claimable rows for owner: in flight, leased until lease_until.
 
@@ -278,7 +335,7 @@ def claim_batch(
     IMMEDIATE) already serialises claims. Attempts are counted at claim time, so a message
     that kills its sender every time still runs out of attempts.
     """
-    ids = _claimable_ids(session, issue_id, now, limit)
+    ids = _claimable_ids(session, issue_id, now, limit, cursor)
     if not ids:
         return []
     table = _deliveries
@@ -771,6 +828,7 @@ def lease_for(seconds: float, now: datetime) -> datetime:
 
 
 __all__ = [
+    "ClaimCursor",
     "ClaimedDelivery",
     "Counts",
     "ResultRow",
