@@ -293,35 +293,35 @@ def _claimable_ids(
         return [(int(i), at) for i, at in session.execute(query).all()]
 
     def expired(count: int) -> list[int]:
-        if cursor is not None:
-            cursor.expired_checked = now
         return [i for i, _ in pick(DeliveryStatus.INFLIGHT, table.c.lease_expires_at <= now,
                                    count)]
 
     due = table.c.next_attempt_at <= now
-    ids: list[int] = []
-    if cursor is None or cursor.expired_due(now):
-        ids = expired(limit)
-    if len(ids) < limit and cursor is not None and cursor.after is not None:
+    checked = cursor is None or cursor.expired_due(now)
+    ids = expired(limit) if checked else []
+    found: list[tuple[int, datetime]] = []
+    if cursor is not None and cursor.after is not None and len(ids) < limit:
         at, last = cursor.after
         found = pick(DeliveryStatus.PENDING, due, limit - len(ids), tuple_(
             table.c.next_attempt_at, table.c.id,
         ) > tuple_(literal(at, UTCDateTime()), literal(last, Integer)))
-        ids += [i for i, _ in found]
-        if found:
-            cursor.after = max(cursor.after, max((when, i) for i, when in found))
-    if len(ids) < limit:
+    if len(ids) + len(found) < limit:
         # The whole range: no cursor yet, or it ran dry (rows behind it, or nothing left).
-        if cursor is not None and cursor.expired_checked != now:
-            ids += [i for i in expired(limit - len(ids)) if i not in ids]
-        have = set(ids)
-        found = [(i, when) for i, when in pick(DeliveryStatus.PENDING, due, limit)
-                 if i not in have][:limit - len(ids)]
-        ids += [i for i, _ in found]
-        if cursor is not None and found:
+        if not checked:
+            ids += expired(limit - len(ids) - len(found))
+            checked = True
+        # This walk meets the rows the cursor's walk just locked again: skip them.
+        have = {i for i, _ in found}
+        rest = limit - len(ids) - len(found)
+        found += [row for row in pick(DeliveryStatus.PENDING, due, rest + len(found))
+                  if row[0] not in have][:rest]
+    if cursor is not None:
+        if checked:
+            cursor.expired_checked = now
+        if found:
             last_found = max((when, i) for i, when in found)
             cursor.after = max(cursor.after, last_found) if cursor.after else last_found
-    return ids
+    return ids + [i for i, _ in found]
 
 
 def claim_batch(
